@@ -1,0 +1,3 @@
+"""nnunet-ulseg: weakly-supervised universal lesion segmentation for nnU-Net v2."""
+
+__version__ = "0.1.0"

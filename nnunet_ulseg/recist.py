@@ -1,0 +1,320 @@
+"""RECIST geometry: measurement parsing, ellipse pseudo masks, and axes of a mask.
+
+Coordinates follow ``CONVENTIONS.md``: points are ``(x, y)`` in 0-based pixel-centre
+coordinates, arrays are indexed ``[y, x]``.  DeepLesion writes its coordinates 1-based;
+:meth:`Recist.from_deeplesion` / :meth:`Recist.to_deeplesion` are the only places that
+convert.
+
+* :func:`ellipse_params` / :func:`ellipse_mask` build the pseudo mask "fitted from four
+  endpoints of its RECIST annotation" (AHRNet Sec. 2.2).
+* :func:`mask_axes` measures a binary mask the way ULS23 defines RECIST axes: the long
+  axis is the largest distance between two boundary points on the slice, the short axis
+  the longest extent perpendicular to it.  Both are measured in mm when a spacing is
+  given, so anisotropic pixels are handled.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+#: Below this length (px) an axis is treated as zero-length.
+MIN_AXIS_PX = 1e-3
+
+
+def parse_numbers(text: str, count: int, what: str = "field") -> np.ndarray:
+    """Parse a DeepLesion multi-number field such as ``"233.5, 95.0, 234.0"``.
+
+    Raises ``ValueError`` naming ``what`` when the count is wrong, a number does not
+    parse, or a value is NaN/infinite.
+    """
+    if text is None:
+        raise ValueError(f"{what}: missing value")
+    parts = [p for p in str(text).replace(";", ",").split(",") if p.strip() != ""]
+    if len(parts) != count:
+        raise ValueError(f"{what}: expected {count} numbers, got {len(parts)} in {text!r}")
+    try:
+        values = np.array([float(p) for p in parts], dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"{what}: not a list of numbers: {text!r}") from None
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{what}: NaN or infinite value in {text!r}")
+    return values
+
+
+@dataclass(frozen=True)
+class Recist:
+    """A RECIST mark: long-axis and short-axis endpoints, each ``(2, 2)`` ``[[x1, y1], [x2, y2]]``.
+
+    Construction validates: finite numbers, both axes longer than :data:`MIN_AXIS_PX`,
+    and a short axis that is not parallel to the long one (all four points collinear
+    gives no width).  If the first axis is the shorter one the axes are swapped, since
+    RECIST defines the long axis as the longer diameter and the order in a CSV is an
+    annotation artefact, not information.
+    """
+
+    long_axis: np.ndarray
+    short_axis: np.ndarray
+
+    def __post_init__(self) -> None:
+        long_axis = np.asarray(self.long_axis, dtype=np.float64).reshape(2, 2)
+        short_axis = np.asarray(self.short_axis, dtype=np.float64).reshape(2, 2)
+        if not (np.all(np.isfinite(long_axis)) and np.all(np.isfinite(short_axis))):
+            raise ValueError("RECIST: NaN or infinite coordinate")
+        if _length(short_axis) > _length(long_axis):
+            long_axis, short_axis = short_axis, long_axis
+        if _length(long_axis) < MIN_AXIS_PX:
+            raise ValueError("RECIST: zero-length long axis")
+        if _length(short_axis) < MIN_AXIS_PX:
+            raise ValueError("RECIST: zero-length short axis")
+        direction = (long_axis[1] - long_axis[0]) / _length(long_axis)
+        normal = np.array([-direction[1], direction[0]])
+        width = abs(float((short_axis[1] - short_axis[0]) @ normal))
+        if width < MIN_AXIS_PX:
+            raise ValueError("RECIST: collinear points (the short axis has no extent perpendicular to the long axis)")
+        object.__setattr__(self, "long_axis", long_axis)
+        object.__setattr__(self, "short_axis", short_axis)
+
+    @classmethod
+    def from_points(cls, points: Sequence[float] | np.ndarray) -> "Recist":
+        """From 8 numbers or a ``(4, 2)`` array: long endpoints, then short endpoints (0-based)."""
+        arr = np.asarray(points, dtype=np.float64).reshape(4, 2)
+        return cls(arr[:2], arr[2:])
+
+    @classmethod
+    def from_deeplesion(cls, text: str) -> "Recist":
+        """Parse DeepLesion's ``Measurement_coordinates`` (1-based x11,y11,x12,y12,x21,y21,x22,y22)."""
+        values = parse_numbers(text, 8, "Measurement_coordinates")
+        return cls.from_points(values - 1.0)
+
+    def to_deeplesion(self, digits: int = 4) -> str:
+        """Serialise as DeepLesion's 1-based ``Measurement_coordinates`` string."""
+        return ", ".join(f"{v:.{digits}f}" for v in (self.points + 1.0).ravel())
+
+    @property
+    def points(self) -> np.ndarray:
+        """``(4, 2)``: long endpoints then short endpoints."""
+        return np.concatenate([self.long_axis, self.short_axis], axis=0)
+
+    @property
+    def long_length(self) -> float:
+        return _length(self.long_axis)
+
+    @property
+    def short_length(self) -> float:
+        return _length(self.short_axis)
+
+    def lengths_mm(self, spacing: Sequence[float]) -> tuple[float, float]:
+        """Long and short axis lengths in mm for pixel spacing ``(sx, sy)``."""
+        s = np.asarray(spacing[:2], dtype=np.float64)
+        return _length(self.long_axis * s), _length(self.short_axis * s)
+
+    def bbox(self) -> tuple[float, float, float, float]:
+        """``(x_min, y_min, x_max, y_max)`` of the four endpoints."""
+        p = self.points
+        return float(p[:, 0].min()), float(p[:, 1].min()), float(p[:, 0].max()), float(p[:, 1].max())
+
+    def mapped(self, fn: Callable[[np.ndarray], np.ndarray]) -> "Recist":
+        """A new mark with ``fn`` applied to the ``(4, 2)`` point array (e.g. slice -> crop)."""
+        return Recist.from_points(fn(self.points.copy()))
+
+
+@dataclass(frozen=True)
+class Ellipse:
+    """Centre ``(cx, cy)``, semi-axes ``a >= b`` (px) and angle ``theta`` of the ``a`` axis (rad, from +x)."""
+
+    cx: float
+    cy: float
+    a: float
+    b: float
+    theta: float
+
+    @property
+    def area(self) -> float:
+        return math.pi * self.a * self.b
+
+
+def ellipse_params(recist: Recist) -> Ellipse:
+    """Fit the pseudo-mask ellipse to a RECIST mark (AHRNet Sec. 2.2).
+
+    The paper only says the ellipse is "fitted from four endpoints".  Four points do not
+    fix a general ellipse, and real marks are rarely perfect: the short axis is often
+    not exactly perpendicular and seldom crosses the long axis at its midpoint.  Our
+    choice: work in the frame of the long axis (``u`` along it, ``v`` across it) and take
+    the ellipse inscribed in the box spanned by the long axis along ``u`` and by the
+    short axis' projection on ``v``.  For a perfect mark (perpendicular axes bisecting
+    each other) this is the ellipse through all four endpoints; for an imperfect one it
+    keeps both measured diameters (long exactly, short as its perpendicular extent) and
+    covers the extent the radiologist measured on both sides, rather than shifting the
+    shape onto one axis.
+    """
+    p0, p1 = recist.long_axis
+    d = (p1 - p0) / _length(recist.long_axis)
+    n = np.array([-d[1], d[0]])
+    u_long = recist.long_axis @ d
+    v_short = recist.short_axis @ n
+    cu = 0.5 * (u_long[0] + u_long[1])
+    cv = 0.5 * (v_short[0] + v_short[1])
+    a = 0.5 * abs(u_long[1] - u_long[0])
+    b = 0.5 * abs(v_short[1] - v_short[0])
+    centre = cu * d + cv * n
+    return Ellipse(float(centre[0]), float(centre[1]), float(a), float(b), float(math.atan2(d[1], d[0])))
+
+
+def rasterize_ellipse(ellipse: Ellipse, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean ``shape`` mask of the pixels whose centres lie inside ``ellipse``.
+
+    Only the ellipse's bounding box is evaluated.  A non-empty ellipse whose centre is in
+    the image always marks at least its centre pixel, so sub-pixel marks do not vanish.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    mask = np.zeros((h, w), dtype=bool)
+    c, s = math.cos(ellipse.theta), math.sin(ellipse.theta)
+    half_x = math.sqrt((ellipse.a * c) ** 2 + (ellipse.b * s) ** 2)
+    half_y = math.sqrt((ellipse.a * s) ** 2 + (ellipse.b * c) ** 2)
+    x0, x1 = max(0, math.floor(ellipse.cx - half_x)), min(w - 1, math.ceil(ellipse.cx + half_x))
+    y0, y1 = max(0, math.floor(ellipse.cy - half_y)), min(h - 1, math.ceil(ellipse.cy + half_y))
+    if x0 <= x1 and y0 <= y1:
+        ys, xs = np.mgrid[y0 : y1 + 1, x0 : x1 + 1].astype(np.float64)
+        dx, dy = xs - ellipse.cx, ys - ellipse.cy
+        u = dx * c + dy * s
+        v = -dx * s + dy * c
+        mask[y0 : y1 + 1, x0 : x1 + 1] = (u / ellipse.a) ** 2 + (v / ellipse.b) ** 2 <= 1.0
+    ci, cj = int(round(ellipse.cy)), int(round(ellipse.cx))
+    if 0 <= ci < h and 0 <= cj < w:
+        mask[ci, cj] = True
+    return mask
+
+
+def ellipse_mask(recist: Recist, shape: tuple[int, int]) -> np.ndarray:
+    """The RECIST ellipse pseudo mask (AHRNet Sec. 2.2) on a ``(H, W)`` grid."""
+    return rasterize_ellipse(ellipse_params(recist), shape)
+
+
+@dataclass(frozen=True)
+class MaskAxes:
+    """Long and short axis of a mask (ULS23 definition).
+
+    ``*_endpoints`` are ``(2, 2)`` ``[[x1, y1], [x2, y2]]`` in 0-based pixel coordinates;
+    ``*_mm`` use the spacing given to :func:`mask_axes`; ``*_px`` are the endpoints'
+    distances in pixel units (equal to mm for unit spacing).
+    """
+
+    long_endpoints: np.ndarray
+    short_endpoints: np.ndarray
+    long_mm: float
+    short_mm: float
+
+    @property
+    def long_px(self) -> float:
+        return _length(self.long_endpoints)
+
+    @property
+    def short_px(self) -> float:
+        return _length(self.short_endpoints)
+
+    def as_recist(self) -> Recist:
+        return Recist(self.long_endpoints, self.short_endpoints)
+
+
+def boundary_polygons(mask: np.ndarray) -> list[np.ndarray]:
+    """Closed boundary polygons ``(N, 2)`` in ``(x, y)`` pixel coordinates.
+
+    The boundary is the 0.5 iso-line of the binary mask (marching squares), which runs
+    half-way between foreground and background pixel centres: a single pixel is a
+    diamond of diameter 1 and an ``n``-pixel row measures ``n`` along its length.
+    """
+    from skimage.measure import find_contours
+
+    padded = np.pad(np.asarray(mask, dtype=np.float64), 1)
+    return [c[:, ::-1] - 1.0 for c in find_contours(padded, 0.5)]
+
+
+def mask_axes(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> MaskAxes:
+    """RECIST long and short axis of a 2D binary mask (ULS23 definition).
+
+    Long axis: the largest distance, in mm, between two boundary points (taken on the
+    convex hull of the boundary).  Short axis: the largest extent of the boundary along a
+    line perpendicular to the long axis.  The extent function of the position along the
+    long axis is piecewise linear and its maxima lie at boundary vertices, so evaluating
+    it at every vertex's position is exact for the polygon.  All foreground pixels count;
+    callers wanting the largest component select it first.
+
+    Raises ``ValueError`` for an empty or non-2D mask or a non-positive spacing.
+    """
+    mask = np.asarray(mask).astype(bool)
+    if mask.ndim != 2:
+        raise ValueError(f"mask_axes: expected a 2D mask, got shape {mask.shape}")
+    if not mask.any():
+        raise ValueError("mask_axes: empty mask")
+    s = np.asarray(spacing, dtype=np.float64)[:2]
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(f"mask_axes: spacing must be positive, got {tuple(spacing)}")
+
+    polygons = [p * s for p in boundary_polygons(mask)]
+    points = np.concatenate(polygons, axis=0)
+    hull = _hull_points(points)
+    diff = hull[:, None, :] - hull[None, :, :]
+    dist2 = np.einsum("ijk,ijk->ij", diff, diff)
+    i, j = np.unravel_index(int(np.argmax(dist2)), dist2.shape)
+    long_mm_pts = hull[[i, j]]
+    long_mm = float(math.sqrt(dist2[i, j]))
+
+    d = (long_mm_pts[1] - long_mm_pts[0]) / long_mm
+    n = np.array([-d[1], d[0]])
+    starts = np.concatenate([p[:-1] for p in polygons], axis=0)
+    ends = np.concatenate([p[1:] for p in polygons], axis=0)
+    u0, u1 = starts @ d, ends @ d
+    w0, w1 = starts @ n, ends @ n
+    positions = np.unique(points @ d)
+    best_len, best_t, best_w = -1.0, 0.0, (0.0, 0.0)
+    for chunk in np.array_split(positions, max(1, len(positions) // 512)):
+        t = chunk[:, None]
+        lo, hi = np.minimum(u0, u1), np.maximum(u0, u1)
+        hit = (lo <= t) & (t <= hi)
+        span = np.where(u1 != u0, u1 - u0, 1.0)
+        frac = np.clip((t - u0) / span, 0.0, 1.0)
+        w = w0 + frac * (w1 - w0)
+        w_max = np.where(hit, w, -np.inf).max(axis=1)
+        w_min = np.where(hit, w, np.inf).min(axis=1)
+        extent = w_max - w_min
+        k = int(np.argmax(extent))
+        if extent[k] > best_len:
+            best_len, best_t, best_w = float(extent[k]), float(chunk[k]), (float(w_min[k]), float(w_max[k]))
+    short_mm_pts = np.array([best_t * d + best_w[0] * n, best_t * d + best_w[1] * n])
+    return MaskAxes(long_mm_pts / s, short_mm_pts / s, long_mm, max(best_len, 0.0))
+
+
+def symmetric_error(pred: float, ref: float) -> float:
+    """ULS23 axis error ``|pred - ref| / (|pred| + |ref|)``; 0 when both are 0."""
+    denom = abs(pred) + abs(ref)
+    return 0.0 if denom == 0 else abs(pred - ref) / denom
+
+
+def _length(segment: np.ndarray) -> float:
+    return float(np.hypot(*(np.asarray(segment[1]) - np.asarray(segment[0]))))
+
+
+def _hull_points(points: np.ndarray) -> np.ndarray:
+    """Vertices of the convex hull (Andrew's monotone chain); all points if fewer than 3."""
+    pts = np.unique(points, axis=0)
+    if len(pts) < 3:
+        return pts
+
+    def half(seq: np.ndarray) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for p in seq:
+            while len(out) >= 2 and _cross(out[-2], out[-1], p) <= 0:
+                out.pop()
+            out.append(p)
+        return out
+
+    lower = half(pts)
+    upper = half(pts[::-1])
+    return np.array(lower[:-1] + upper[:-1])
+
+
+def _cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    return float((a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]))
