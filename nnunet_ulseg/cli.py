@@ -1,0 +1,51 @@
+"""The ``ulseg`` command.
+
+Each sub-command lives next to the code it drives and registers itself through an
+``add_*_parser(subparsers)`` function; heavy imports (torch, nnU-Net) happen inside the
+handlers, so ``ulseg --help`` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nnunet_ulseg import __version__
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nnunet_ulseg.conversion.cli import add_convert_parser
+    from nnunet_ulseg.demo.cli import add_make_sample_parser
+    from nnunet_ulseg.workflow.cli import add_demo_parser
+
+    parser = argparse.ArgumentParser(
+        prog="ulseg",
+        description="Weakly-supervised universal lesion segmentation from RECIST marks, on nnU-Net v2.",
+    )
+    parser.add_argument("--version", action="version", version=f"nnunet-ulseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_make_sample_parser(sub)
+    add_convert_parser(sub)
+    add_demo_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except (UserError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"ulseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ulseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""``ulseg demo`` argument parsing."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_demo_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="end-to-end demo on a generated sample: convert, plan, train, predict, score",
+        description="Generate a DeepLesion-format sample with true masks, convert its RECIST marks to "
+                    "ellipse pseudo masks, run nnU-Net's plan/train/predict on them, and print the Dice of "
+                    "(a) the pseudo masks and (b) the trained model against the true masks.",
+    )
+    p.add_argument("--out", type=Path, default=Path("ulseg_demo"), help="output folder (default: ulseg_demo)")
+    p.add_argument("--lesions", type=int, default=48, help="lesions in the generated sample (default: 48)")
+    p.add_argument("--seed", type=int, default=0, help="sample seed (default: 0)")
+    p.add_argument("--trainer", default="nnUNetTrainerULSeg_10epochs",
+                   help="nnU-Net trainer class (default: nnUNetTrainerULSeg_10epochs)")
+    p.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None,
+                   help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("-np", "--np", dest="num_processes", type=int, default=2,
+                   help="worker processes for conversion, preprocessing and export (default: 2)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from nnunet_ulseg.workflow.demo import DemoConfig, run_demo
+
+    if args.lesions < 12:
+        raise ValueError("--lesions must be at least 12 so that train, val and test all get patients")
+    run_demo(DemoConfig(out=args.out, lesions=args.lesions, seed=args.seed, trainer=args.trainer,
+                        device=args.device, num_processes=args.num_processes, overwrite=args.overwrite))
+    return 0

@@ -1,0 +1,79 @@
+"""Score crop-geometry masks in the original key-slice geometry against true masks.
+
+Used by ``ulseg demo`` (and its tests) on samples written by
+:func:`nnunet_ulseg.demo.make_sample`, whose ``masks.csv`` pairs every ``DL_info.csv``
+row with an instance of a ``Masks_png`` instance map.  Each crop (prediction or pseudo
+mask) is pasted back into its slice with the crop box recorded in ``lesions.csv``, so
+the Dice is that of the lesion as a radiologist sees it, independent of how the crop
+was scaled.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import SimpleITK as sitk
+
+from nnunet_ulseg.conversion.geometry import paste_back_mask
+from nnunet_ulseg.conversion.sidecar import read_sidecar
+from nnunet_ulseg.evaluation.overlap import Overlap, summarize
+
+
+class TrueMasks:
+    """True lesion masks of a generated sample, looked up by ``DL_info.csv`` row."""
+
+    def __init__(self, sample_dir: str | Path):
+        self.root = Path(sample_dir)
+        with open(self.root / "masks.csv", newline="") as f:
+            self.rows = list(csv.DictReader(f))
+        self._cache: dict[str, np.ndarray] = {}
+
+    def mask(self, dl_row: int, file_name: str) -> np.ndarray:
+        """Boolean mask of the lesion on ``DL_info.csv`` line ``dl_row`` (header = line 1)."""
+        index = dl_row - 2
+        if not 0 <= index < len(self.rows):
+            raise ValueError(f"masks.csv has no entry for DL_info.csv line {dl_row}")
+        row = self.rows[index]
+        if row["File_name"] != file_name:
+            raise ValueError(f"masks.csv line {index + 2} is {row['File_name']}, expected {file_name}")
+        path = self.root / row["mask_path"]
+        if path.as_posix() not in self._cache:
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise FileNotFoundError(f"cannot read true mask {path}")
+            self._cache[path.as_posix()] = image
+        return self._cache[path.as_posix()] == int(row["lesion_instance"])
+
+
+def read_crop_mask(path: str | Path) -> np.ndarray:
+    """A 2D crop-geometry label image (``.mha`` etc.) as a ``[y, x]`` array."""
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    return array.reshape(array.shape[-2:])
+
+
+def score_folder(mask_dir: str | Path, sidecar: str | Path, sample_dir: str | Path,
+                 split: str = "test", file_ending: str = ".mha") -> dict:
+    """Dice/precision/recall of every ``<case><file_ending>`` in ``mask_dir`` for the cases of ``split``.
+
+    A case listed in the sidecar but missing from ``mask_dir`` is an error: a silently
+    shorter table would overstate the result.
+    """
+    mask_dir = Path(mask_dir)
+    truth = TrueMasks(sample_dir)
+    per_lesion = []
+    for row in read_sidecar(sidecar):
+        if row.split != split:
+            continue
+        path = mask_dir / f"{row.case}{file_ending}"
+        if not path.exists():
+            raise FileNotFoundError(f"no mask for case {row.case} in {mask_dir}")
+        crop = read_crop_mask(path) == 1
+        pred = paste_back_mask(crop, row.box, row.image_shape)
+        ref = truth.mask(row.dl_row, row.file_name)
+        o = Overlap.of(pred, ref)
+        per_lesion.append({"case": row.case, "dice": o.dice, "precision": o.precision, "recall": o.recall})
+    if not per_lesion:
+        raise ValueError(f"no {split} cases in {sidecar}")
+    return {"per_lesion": per_lesion, "summary": summarize([r["dice"] for r in per_lesion])}
