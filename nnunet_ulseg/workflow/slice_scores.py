@@ -16,8 +16,7 @@ import cv2
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_ulseg.conversion.geometry import paste_back_mask
-from nnunet_ulseg.conversion.sidecar import read_sidecar
+from nnunet_ulseg.conversion.sidecar import paste_back, read_sidecar
 from nnunet_ulseg.evaluation.overlap import Overlap, summarize
 
 
@@ -70,8 +69,8 @@ def score_folder(mask_dir: str | Path, sidecar: str | Path, sample_dir: str | Pa
         if not path.exists():
             raise FileNotFoundError(f"no mask for case {row.case} in {mask_dir}")
         crop = read_crop_mask(path) == 1
-        pred = paste_back_mask(crop, row.box, row.image_shape)
-        ref = truth.mask(row.dl_row, row.file_name)
+        pred = paste_back(crop, row)
+        ref = truth.mask(row.dl_row, row.File_name)
         o = Overlap.of(pred, ref)
         per_lesion.append({"case": row.case, "dice": o.dice, "precision": o.precision, "recall": o.recall})
     if not per_lesion:
