@@ -9,12 +9,8 @@ from nnunet_ulseg.training.schedule import ShortSchedule
 
 
 class nnUNetTrainerULSeg_1epochs(ShortSchedule, nnUNetTrainer):
-    short_num_epochs = 1
-    short_iterations_per_epoch = 2
-    short_val_iterations_per_epoch = 1
+    short_num_epochs, short_iterations_per_epoch, short_val_iterations_per_epoch = 1, 2, 1
 
 
 class nnUNetTrainerULSeg_10epochs(ShortSchedule, nnUNetTrainer):
     short_num_epochs = 10
-    short_iterations_per_epoch = 25
-    short_val_iterations_per_epoch = 5

@@ -5,10 +5,30 @@ nnU-Net's own ``nnUNetTrainer_Xepochs`` variants only change ``num_epochs`` and 
 shorten the epoch so that "N epochs" finishes in minutes on two CPU cores; the
 iteration counts are class attributes so a subclass (or a user's own variant) can
 change them without touching ``__init__``.
+
+Benchmarks compare trainers at an equal, larger budget without new classes: the
+environment variables ``ULSEG_SHORT_EPOCHS`` and ``ULSEG_SHORT_ITERATIONS`` (like
+nnU-Net's own ``nnUNet_*`` knobs) override every short schedule, and the training log
+says so.
 """
 from __future__ import annotations
 
+import os
+
 import torch
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if number < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return number
 
 
 class ShortSchedule:
@@ -20,7 +40,7 @@ class ShortSchedule:
     """
 
     #: epochs of the schedule
-    short_num_epochs: int = 1
+    short_num_epochs: int = 10
     #: training iterations per epoch (nnU-Net default: 250)
     short_iterations_per_epoch: int = 25
     #: validation iterations per epoch (nnU-Net default: 50)
@@ -29,6 +49,14 @@ class ShortSchedule:
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = self.short_num_epochs
-        self.num_iterations_per_epoch = self.short_iterations_per_epoch
+        epochs, iterations = _env_int("ULSEG_SHORT_EPOCHS"), _env_int("ULSEG_SHORT_ITERATIONS")
+        self.num_epochs = epochs or self.short_num_epochs
+        self.num_iterations_per_epoch = iterations or self.short_iterations_per_epoch
         self.num_val_iterations_per_epoch = self.short_val_iterations_per_epoch
+        self._schedule_override = (epochs, iterations) != (None, None)
+
+    def on_train_start(self):
+        super().on_train_start()
+        self.print_to_log_file(
+            f"short schedule: {self.num_epochs} epochs x {self.num_iterations_per_epoch} iterations"
+            + (" (set by ULSEG_SHORT_EPOCHS/ULSEG_SHORT_ITERATIONS)" if self._schedule_override else ""))

@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnunet_ulseg.workflow.nnunet import NNUNetPaths, console_script, default_device, run_command
+from nnunet_ulseg.workflow.experiment import Experiment
+from nnunet_ulseg.workflow.nnunet import NNUNetPaths, default_device
 from nnunet_ulseg.workflow.slice_scores import score_folder
 
 #: Written into the demo folder so ``--overwrite`` only ever deletes a folder the demo made.
@@ -66,17 +67,14 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
-    from nnunet_ulseg.conversion.deeplesion import convert_deeplesion
     from nnunet_ulseg.demo import make_sample
 
     say = print if cfg.echo else (lambda *a, **k: None)
     out = Path(cfg.out).resolve()
     prepare_out_dir(out, cfg.overwrite)
-    paths = NNUNetPaths.under(out).create()
-    env = paths.environ()
-    device = cfg.device or default_device()
-    log = out / "nnunet.log"
-    raw = paths.raw / cfg.dataset_name
+    exp = Experiment(NNUNetPaths.under(out).create(), cfg.dataset_id, cfg.dataset_name, out / "nnunet.log",
+                     device=cfg.device or default_device(), num_processes=cfg.num_processes,
+                     echo=say if cfg.echo else None)
     timings: dict[str, float] = {}
 
     def step(name: str, n: int) -> float:
@@ -88,43 +86,33 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     timings["sample"] = time.perf_counter() - t
 
     t = step("converting RECIST marks to an nnU-Net dataset of ellipse pseudo masks", 2)
-    conversion = convert_deeplesion(sample, raw, num_processes=cfg.num_processes, progress=cfg.echo)
-    # fold 0 of nnU-Net = the sample's own patient-level train/val split
-    (paths.preprocessed / cfg.dataset_name).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(raw / "splits_final.json", paths.preprocessed / cfg.dataset_name / "splits_final.json")
+    conversion = exp.convert(sample, progress=cfg.echo)
     timings["convert"] = time.perf_counter() - t
     say(f"      {conversion.summary_line()}")
 
     t = step("nnUNetv2_plan_and_preprocess (2d)", 3)
-    run_command([console_script("nnUNetv2_plan_and_preprocess"), "-d", str(cfg.dataset_id), "-c", "2d",
-                 "-np", str(cfg.num_processes), "--verify_dataset_integrity"], env, log)
+    exp.plan_and_preprocess()
     timings["plan_preprocess"] = time.perf_counter() - t
 
-    t = step(f"nnUNetv2_train {cfg.dataset_id} 2d 0 -tr {cfg.trainer} -device {device}", 4)
-    run_command([console_script("nnUNetv2_train"), str(cfg.dataset_id), "2d", "0", "-tr", cfg.trainer,
-                 "-device", device], env, log)
+    t = step(f"nnUNetv2_train {cfg.dataset_id} 2d 0 -tr {cfg.trainer} -device {exp.device}", 4)
+    exp.train(cfg.trainer)
     timings["train"] = time.perf_counter() - t
 
-    # On a CPU, mirroring test-time augmentation quadruples prediction time for a small gain;
-    # the demo skips it there to stay within its time budget (nnU-Net's default keeps it).
-    tta = [] if device == "cuda" else ["--disable_tta"]
-    t = step("nnUNetv2_predict on the test split" + (" (no mirroring TTA on CPU)" if tta else ""), 5)
+    t = step("nnUNetv2_predict on the test split" + ("" if exp.device == "cuda" else " (no mirroring TTA on CPU)"), 5)
     pred_dir = out / "predictions" / cfg.trainer
-    run_command([console_script("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred_dir),
-                 "-d", str(cfg.dataset_id), "-c", "2d", "-f", "0", "-tr", cfg.trainer, "-device", device,
-                 "-npp", str(cfg.num_processes), "-nps", str(cfg.num_processes), *tta], env, log)
+    exp.predict(cfg.trainer, exp.raw / "imagesTs", pred_dir)
     timings["predict"] = time.perf_counter() - t
 
     t = step("scoring in slice geometry against the true masks", 6)
-    sidecar = raw / "lesions.csv"
-    ellipse = score_folder(raw / "pseudolabelsTs", sidecar, sample, split="test")
+    sidecar = exp.raw / "lesions.csv"
+    ellipse = score_folder(exp.raw / "pseudolabelsTs", sidecar, sample, split="test")
     model = score_folder(pred_dir, sidecar, sample, split="test")
     timings["score"] = time.perf_counter() - t
 
     result = DemoResult(out, ellipse, model, timings)
     (out / "demo_summary.json").write_text(json.dumps(
         {"ellipse_pseudo_masks": ellipse["summary"], "model": model["summary"], "trainer": cfg.trainer,
-         "device": device, "timings_s": timings}, indent=2))
+         "device": exp.device, "timings_s": timings}, indent=2))
     say(format_result(result, cfg.trainer))
     return result
 

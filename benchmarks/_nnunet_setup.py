@@ -1,0 +1,51 @@
+"""Shared set-up for benchmarks: a generated sample, converted and planned by nnU-Net."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def planned_sample(root: Path, lesions: int, seed: int, dataset_id: int, preprocess: bool,
+                   num_processes: int = 2) -> tuple[dict, dict, "object"]:
+    """Make a sample, convert it, run nnU-Net's planner (and preprocessing if asked).
+
+    Returns ``(plans, dataset_json, paths)``; the nnU-Net variables are exported into this
+    process' environment (trainers read them at import time).
+    """
+    from nnunet_ulseg.conversion.deeplesion import convert_deeplesion
+    from nnunet_ulseg.demo import make_sample
+    from nnunet_ulseg.workflow.nnunet import NNUNetPaths, console_script
+
+    paths = NNUNetPaths.under(root).create()
+    env = paths.environ()
+    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
+                                           "nnUNet_extTrainer")})
+    name = f"Dataset{dataset_id:03d}_Bench"
+    raw = paths.raw / name
+    sample = make_sample(root / "deeplesion", n_lesions=lesions, seed=seed, progress=False)
+    convert_deeplesion(sample, raw, num_processes=num_processes, progress=False)
+    (paths.preprocessed / name).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(raw / "splits_final.json", paths.preprocessed / name / "splits_final.json")
+    cmd = [console_script("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", "2d",
+           "-np", str(num_processes)]
+    if not preprocess:
+        cmd.append("--no_pp")
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    plans = json.loads((paths.preprocessed / name / "nnUNetPlans.json").read_text())
+    dataset_json = json.loads((raw / "dataset.json").read_text())
+    return plans, dataset_json, paths
+
+
+def temp_root(keep: str | None) -> Path:
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        return Path(keep)
+    return Path(tempfile.mkdtemp(prefix="ulseg_bench_"))

@@ -1,0 +1,75 @@
+"""One nnU-Net dataset in its own nnU-Net folders, driven through nnU-Net's commands.
+
+The steps shared by ``ulseg demo``, the benchmarks and the refinement rounds: convert a
+DeepLesion-format folder, plan and preprocess, train a trainer on a fold, predict a
+folder.  Each step is the real ``nnUNetv2_*`` command (see :mod:`.nnunet`).
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from nnunet_ulseg.workflow.nnunet import NNUNetPaths, console_script, default_device, run_command
+
+
+@dataclass
+class Experiment:
+    """``dataset_id``/``dataset_name`` inside ``paths``; logs to ``log``; echoes progress with ``echo``."""
+
+    paths: NNUNetPaths
+    dataset_id: int
+    dataset_name: str
+    log: Path
+    device: str = field(default_factory=default_device)
+    num_processes: int = 2
+    echo: Callable[[str], None] | None = print
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.paths.environ()
+
+    @property
+    def raw(self) -> Path:
+        return self.paths.raw / self.dataset_name
+
+    def results(self, trainer: str, fold: int | str = 0, plans: str = "nnUNetPlans",
+                configuration: str = "2d") -> Path:
+        return self.paths.results / self.dataset_name / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
+
+    def convert(self, deeplesion_dir: Path, progress: bool = True, **kwargs):
+        """Convert a DeepLesion-format folder into this dataset; install its split as fold 0."""
+        from nnunet_ulseg.conversion.deeplesion import convert_deeplesion
+
+        result = convert_deeplesion(deeplesion_dir, self.raw, num_processes=self.num_processes,
+                                    progress=progress, **kwargs)
+        self.install_splits()
+        return result
+
+    def install_splits(self) -> None:
+        """Copy the raw dataset's ``splits_final.json`` to where nnU-Net reads it."""
+        target = self.paths.preprocessed / self.dataset_name
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(self.raw / "splits_final.json", target / "splits_final.json")
+
+    def plan_and_preprocess(self, configuration: str = "2d") -> float:
+        return run_command([console_script("nnUNetv2_plan_and_preprocess"), "-d", str(self.dataset_id),
+                            "-c", configuration, "-np", str(self.num_processes), "--verify_dataset_integrity"],
+                           self.env, self.log, self.echo)
+
+    def train(self, trainer: str, fold: int = 0, configuration: str = "2d", extra: list[str] | None = None) -> float:
+        return run_command([console_script("nnUNetv2_train"), str(self.dataset_id), configuration, str(fold),
+                            "-tr", trainer, "-device", self.device, *(extra or [])], self.env, self.log, self.echo)
+
+    def predict(self, trainer: str, input_dir: Path, output_dir: Path, fold: int | str = 0,
+                configuration: str = "2d", tta: bool | None = None, extra: list[str] | None = None) -> float:
+        """``nnUNetv2_predict``; ``tta=None`` means mirroring TTA on CUDA only (it is 4x the work on a CPU)."""
+        if tta is None:
+            tta = self.device == "cuda"
+        args = [console_script("nnUNetv2_predict"), "-i", str(input_dir), "-o", str(output_dir),
+                "-d", str(self.dataset_id), "-c", configuration, "-f", str(fold), "-tr", trainer,
+                "-device", self.device, "-npp", str(self.num_processes), "-nps", str(self.num_processes)]
+        if not tta:
+            args.append("--disable_tta")
+        return run_command(args + list(extra or []), self.env, self.log, self.echo)
