@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from nnunet_ulseg import __version__
+from nnunet_ulseg.workflow.nnunet import NNUNetCommandError
 
 
 class UserError(Exception):
@@ -19,6 +20,7 @@ class UserError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     from nnunet_ulseg.conversion.cli import add_convert_parser
     from nnunet_ulseg.demo.cli import add_make_sample_parser
+    from nnunet_ulseg.evaluation.cli import add_evaluate_parser, add_measure_parser
     from nnunet_ulseg.workflow.cli import add_demo_parser
 
     parser = argparse.ArgumentParser(
@@ -29,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_make_sample_parser(sub)
     add_convert_parser(sub)
+    add_evaluate_parser(sub)
+    add_measure_parser(sub)
     add_demo_parser(sub)
     return parser
 
@@ -38,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except (UserError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (UserError, ValueError, FileNotFoundError, FileExistsError, NNUNetCommandError) as exc:
         print(f"ulseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,89 @@
+"""``ulseg evaluate`` and ``ulseg measure`` argument parsing.
+
+:func:`add_evaluate_parser` and :func:`add_measure_parser` register the sub-commands on the
+``ulseg`` sub-parsers object; the handler is ``args.func(args)``, which returns the exit
+code (0) and raises ``ValueError``/``FileNotFoundError`` with a message naming the file or
+case for bad input (``nnunet_ulseg.cli.main`` turns those into one error line).  The
+evaluation code is imported inside the handlers, so building the parser stays cheap.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sidecar", type=Path, required=True, metavar="lesions.csv",
+                   help="the converted dataset's lesions.csv (crop boxes, true spacing, RECIST, lesion type)")
+    p.add_argument("--split", default="test",
+                   help="sidecar split to use: train, val, test or all (default: test)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="count cases without a prediction file instead of stopping with an error")
+    p.add_argument("--interpolation", choices=("linear", "nearest"), default="linear",
+                   help="paste-back of crops into the key slice: bilinear + threshold 0.5 (default) or nearest")
+    p.add_argument("--file-ending", default=".mha", help="file ending of crops (default: .mha)")
+
+
+def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``evaluate``: per-lesion metrics, summary tables and plots for prediction folders."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score prediction folders against reference masks (Dice, VS, HD95, RECIST axes in mm)",
+        description="Paste every predicted and reference crop back into its key slice (lesions.csv) and compute "
+                    "per-lesion precision, recall, Dice, volumetric similarity, averaged Hausdorff distance, HD95 "
+                    "and RECIST long/short axes in mm; write metrics.csv, summary.json, summary.txt, "
+                    "dice_cumulative.png and gallery.png, and print the summary table.",
+    )
+    p.add_argument("--pred", type=Path, nargs="+", required=True, metavar="DIR",
+                   help="one or more prediction folders of <case>.mha crops (label 1 = lesion)")
+    p.add_argument("--ref", type=Path, required=True, metavar="DIR",
+                   help="reference folder of <case>.mha crops (label 1 = lesion, others background)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("--names", nargs="+", metavar="NAME", help="display names of the prediction folders")
+    p.add_argument("--images", type=Path, metavar="DIR",
+                   help="CT crops <case>_0000.mha for the gallery (default: <ref>/../imagesTs)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    _common(p)
+    p.set_defaults(func=run_evaluate)
+    return p
+
+
+def add_measure_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``measure``: long/short axis and area in mm of every predicted lesion."""
+    p = subparsers.add_parser(
+        "measure",
+        help="measure predicted lesions: RECIST long/short axis (mm), area (mm²), components",
+        description="Paste every predicted crop back into its key slice (lesions.csv) and write, per lesion, the "
+                    "ULS23 long and short axis (mm) and area (mm²) of the largest component, the component count, "
+                    "and the RECIST annotation's axes and ellipse area for comparison.",
+    )
+    p.add_argument("--pred", type=Path, required=True, metavar="DIR", help="prediction folder of <case>.mha crops")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.csv", help="CSV file to write")
+    _common(p)
+    p.set_defaults(func=run_measure)
+    return p
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Handler of ``ulseg evaluate``: run :func:`~.evaluate.evaluate_folders` and print the table."""
+    from nnunet_ulseg.evaluation.evaluate import evaluate_folders
+
+    result = evaluate_folders(args.pred, args.ref, args.sidecar, args.out, names=args.names, split=args.split,
+                              images_dir=args.images, allow_missing=args.allow_missing,
+                              interpolation=args.interpolation, file_ending=args.file_ending,
+                              plots=not args.no_plots)
+    print(result.table)
+    print(f"\nwrote {', '.join(str(p) for p in result.files.values())}")
+    return 0
+
+
+def run_measure(args: argparse.Namespace) -> int:
+    """Handler of ``ulseg measure``: run :func:`~.measure.measure_folder` and print a one-line summary."""
+    from nnunet_ulseg.evaluation.measure import measure_folder
+
+    rows = measure_folder(args.pred, args.sidecar, args.out, split=args.split, allow_missing=args.allow_missing,
+                          interpolation=args.interpolation, file_ending=args.file_ending)
+    ok = [r for r in rows if r["status"] == "ok"]
+    empty = sum(r["components"] == 0 for r in ok)
+    print(f"measured {len(ok)} lesion(s) ({empty} empty, {len(rows) - len(ok)} missing) -> {args.out}")
+    return 0
