@@ -88,7 +88,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     t = step("converting RECIST marks to an nnU-Net dataset of ellipse pseudo masks", 2)
     conversion = exp.convert(sample, progress=cfg.echo)
     timings["convert"] = time.perf_counter() - t
-    say(f"      {conversion.summary_line()}")
+    say("      " + conversion.summary().replace("\n", "\n      "))
 
     t = step("nnUNetv2_plan_and_preprocess (2d)", 3)
     exp.plan_and_preprocess()

@@ -1,0 +1,337 @@
+"""DeepLesion -> nnU-Net raw dataset conversion (DESIGN data flow, "Crops", "Labels").
+
+:func:`convert_deeplesion` reads ``DL_info.csv`` + ``Images_png`` (never writing to
+them) and writes an nnU-Net raw dataset folder::
+
+    imagesTr/<case>_0000.mha (+ _0001.. context channels)   train + val lesions
+    labelsTr/<case>.mha                                      ellipse pseudo masks (0/1, uint8)
+    imagesTs/<case>_0000.mha                                 test lesions
+    pseudolabelsTs/<case>.mha                                their ellipses (not ground truth)
+    dataset.json  splits_final.json  lesions.csv  conversion_report.csv
+
+One case per lesion on its key slice: ``DL_<patient:06d>_<study:02d>_<series:02d>_<slice:03d>_<k>``.
+Work is grouped by series so every PNG is decoded once, and spread over
+``num_processes`` workers with ``imap_unordered``.
+
+Choices where the spec is silent:
+
+* ``dataset.json`` is written last: its presence marks a complete conversion.  An output
+  folder holding ``dataset.json`` *or* non-empty case folders (an interrupted run) is
+  refused unless ``overwrite``; ``overwrite`` deletes only the entries this converter
+  writes (the four case folders and four files), nothing else in the folder.
+* Extra ``dataset.json`` keys: ``source``, ``scale_policy``, ``context``,
+  ``channel_slices``, ``min_crop``, ``crop_size_range``, ``nominal_spacing``,
+  ``numTest``, ``pseudolabels_test``.
+* In strict mode all rows are validated before anything is written; a PNG problem found
+  later raises after the earlier cases are already written (the folder is then
+  incomplete, without ``dataset.json``).
+* An output folder inside the DeepLesion folder is refused (the input is never written).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+
+import numpy as np
+
+from .context import channel_names
+from .dl_info import SPLIT_NAMES, LesionRecord, read_dl_info
+from .geometry import LESION_SIZE_RANGE, SCALE_POLICIES, CropBox, crop_box, slice_to_crop
+from .report import Issue, IssueLog, format_summary, write_report
+from .sidecar import LesionRow, write_sidecar
+from .splits import SplitMove, make_splits, preprocessed_root_from_env, resolve_patient_splits, write_splits
+from .worker import TEST_DIRS, TRAIN_DIRS, LesionJob, SeriesTask, SliceJob, convert_series
+
+logger = logging.getLogger("nnunet_ulseg.conversion")
+
+OUTPUT_DIRS = (*TRAIN_DIRS, *TEST_DIRS)
+OUTPUT_FILES = ("dataset.json", "splits_final.json", "lesions.csv", "conversion_report.csv")
+LABELS = {"background": 0, "lesion": 1, "ignore": 2}
+#: Spacing written for scale policy ``lesion`` so nnU-Net does not resample the crops again.
+NOMINAL_SPACING = (1.0, 1.0)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def default_num_processes() -> int:
+    """``min(usable CPU count, 8)``."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+@dataclass
+class ConversionResult:
+    """What :func:`convert_deeplesion` did: converted rows (sidecar), skipped lesions, split moves."""
+
+    out_dir: Path
+    rows: list[LesionRow]
+    issues: list[Issue]
+    split_moves: list[SplitMove] = field(default_factory=list)
+    n_input_rows: int = 0
+    context_fallbacks: int = 0
+    seconds: float = 0.0
+
+    @property
+    def converted(self) -> dict[str, int]:
+        """Converted lesions per split name (``train``, ``val``, ``test``)."""
+        c = Counter(r.split for r in self.rows)
+        return {name: c.get(name, 0) for name in SPLIT_NAMES.values()}
+
+    @property
+    def skipped(self) -> Counter:
+        """Skipped lesions per reason code."""
+        return Counter(i.reason for i in self.issues)
+
+    def summary(self) -> str:
+        notes = {"patients moved to a higher split": len(self.split_moves),
+                 "lesions with replaced context slices": self.context_fallbacks}
+        return (f"DeepLesion -> {self.out_dir} ({self.n_input_rows} DL_info rows, {self.seconds:.1f} s)\n"
+                + format_summary(self.converted, self.skipped, notes))
+
+
+def _init_spawned_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core; cv2's own threads would oversubscribe
+
+
+@contextlib.contextmanager
+def _cv2_single_threaded() -> Iterator[None]:
+    """Set cv2 to one thread in this process for the block, then restore the caller's setting.
+
+    Forked workers inherit the setting.  It must be made in the parent: a forked child
+    calling ``cv2.setNumThreads`` after the parent has used cv2's thread pool hangs.
+    """
+    import cv2
+
+    old = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(old)
+
+
+@contextlib.contextmanager
+def task_results(fn: Callable[[T], R], tasks: Sequence[T], num_processes: int,
+                 chunksize: int | None = None) -> Iterator[Iterator[R]]:
+    """Context manager yielding the results of ``fn`` over ``tasks`` in completion order.
+
+    ``Pool.imap_unordered`` over ``num_processes`` single-threaded workers (in-process
+    when ``num_processes <= 1``).  Used for the conversion and, by the benchmark, for the
+    decode floor, so both use the same mechanism.  Leaving the block stops the pool.
+
+    Choice: the ``fork`` start method where the platform has it (workers start in
+    milliseconds, which matters for small datasets and tests), ``spawn`` elsewhere.  The
+    pool is created before any progress-bar thread exists.
+    """
+    if num_processes <= 1 or len(tasks) <= 1:
+        yield map(fn, tasks)
+        return
+    n = min(num_processes, len(tasks))
+    if chunksize is None:
+        chunksize = min(16, max(1, len(tasks) // (n * 8)))
+    if "fork" in multiprocessing.get_all_start_methods():
+        with _cv2_single_threaded():
+            pool = multiprocessing.get_context("fork").Pool(n)
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(n, initializer=_init_spawned_worker)
+    with pool:
+        yield pool.imap_unordered(fn, tasks, chunksize)
+
+
+def _check_paths(dl_dir: Path, out_dir: Path, overwrite: bool) -> None:
+    if not (dl_dir / "DL_info.csv").is_file():
+        raise FileNotFoundError(f"{dl_dir} has no DL_info.csv (expected a DeepLesion folder)")
+    if not (dl_dir / "Images_png").is_dir():
+        raise FileNotFoundError(f"{dl_dir} has no Images_png folder (expected a DeepLesion folder)")
+    if out_dir == dl_dir or dl_dir in out_dir.parents:
+        raise ValueError(f"output folder {out_dir} is inside the DeepLesion folder {dl_dir}, which is never written to")
+    if any(out_dir / d == dl_dir or out_dir / d in dl_dir.parents for d in OUTPUT_DIRS):
+        raise ValueError(f"the DeepLesion folder {dl_dir} is inside an output case folder of {out_dir}")
+    if not overwrite:
+        if (out_dir / "dataset.json").exists():
+            raise FileExistsError(f"{out_dir} already holds a converted dataset (dataset.json); "
+                                  "use overwrite=True / --overwrite to replace it")
+        busy = [d for d in OUTPUT_DIRS if (out_dir / d).is_dir() and any((out_dir / d).iterdir())]
+        if busy:
+            raise FileExistsError(f"{out_dir} holds files in {', '.join(busy)} from an earlier (interrupted?) run; "
+                                  "use overwrite=True / --overwrite to replace them")
+
+
+def _clear_outputs(out_dir: Path) -> None:
+    for d in OUTPUT_DIRS:
+        if (out_dir / d).is_dir():
+            shutil.rmtree(out_dir / d)
+    for f in OUTPUT_FILES:
+        if (out_dir / f).exists():
+            (out_dir / f).unlink()
+
+
+def build_tasks(records: Iterable[LesionRecord], assigned: dict[int, int], images_dir: Path, out_dir: Path,
+                context: int = 0, scale_policy: str = "lesion", min_crop: float = 32,
+                ) -> tuple[list[SeriesTask], dict[str, LesionRow]]:
+    """Per-series work units for ``records`` and, per case, its ``lesions.csv`` row.
+
+    ``assigned`` maps patient -> split (after :func:`~.splits.resolve_patient_splits`).
+    Crop boxes and crop-space RECIST points are computed here, once, because the sidecar
+    needs them too; workers only decode, resample, rasterise and write.  The rows'
+    ``context_slices`` are filled in from the workers' results.
+    """
+    by_series: dict[str, dict[int, list[tuple[LesionRecord, LesionJob]]]] = defaultdict(lambda: defaultdict(list))
+    rows: dict[str, LesionRow] = {}
+    for r in records:
+        case = r.case_id
+        box = crop_box(r.points, min_crop, scale_policy)
+        crop_points = tuple(slice_to_crop(np.asarray(r.points).reshape(4, 2), box).ravel().tolist())
+        split = assigned[r.patient]
+        spacing = NOMINAL_SPACING if scale_policy == "lesion" else r.spacing[:2]
+        job = LesionJob(case, r.dl_row, r.file_name, split == 3, box, crop_points, spacing)
+        rows[case] = _sidecar_row(case, r, SPLIT_NAMES[split], box, crop_points)
+        by_series[r.series_dir][r.key_slice].append((r, job))
+    tasks = []
+    for series in sorted(by_series):
+        slices = []
+        for key in sorted(by_series[series]):
+            items = by_series[series][key]
+            first = items[0][0]
+            slices.append(SliceJob(key, first.image_size, first.slice_range, tuple(job for _, job in items)))
+        tasks.append(SeriesTask(os.path.join(images_dir, series), str(out_dir), context, tuple(slices)))
+    return tasks, rows
+
+
+def _axis_mm(p: Sequence[float], sx: float, sy: float) -> float:
+    return math.hypot((p[2] - p[0]) * sx, (p[3] - p[1]) * sy)
+
+
+def _sidecar_row(case: str, record: LesionRecord, split: str, box: CropBox,
+                 crop_points: tuple[float, ...]) -> LesionRow:
+    sx, sy, sz = record.spacing
+    return LesionRow(
+        case=case, split=split, dl_row=record.dl_row, File_name=record.file_name,
+        patient=record.patient, study=record.study, series=record.series, key_slice=record.key_slice,
+        crop_x0=box.x0, crop_y0=box.y0, crop_side=box.side, crop_size=box.size, scale=box.scale,
+        spacing_x=sx, spacing_y=sy, spacing_z=sz, recist_slice=record.points, recist_crop=crop_points,
+        long_mm=_axis_mm(record.points[:4], sx, sy), short_mm=_axis_mm(record.points[4:], sx, sy),
+        lesion_type=record.lesion_type, possibly_noisy=record.possibly_noisy,
+        window_min=record.window[0], window_max=record.window[1],
+        image_width=record.image_size[0], image_height=record.image_size[1], context_slices=(),
+    )
+
+
+def _write_dataset_json(out_dir: Path, dl_dir: Path, n_training: int, n_test: int, context: int,
+                        scale_policy: str, min_crop: float) -> None:
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    names = channel_names(context)
+    generate_dataset_json(
+        str(out_dir),
+        channel_names={str(c): "CT" for c in range(len(names))},
+        labels=dict(LABELS),
+        num_training_cases=n_training,
+        file_ending=".mha",
+        dataset_name=out_dir.name,
+        description="DeepLesion key-slice lesion crops with RECIST ellipse pseudo masks (nnunet_ulseg)",
+        reference="https://nihcc.app.box.com/v/DeepLesion",
+        license="DeepLesion terms of use (NIH Clinical Center)",
+        converted_by="nnunet_ulseg convert-deeplesion",
+        source="DeepLesion",
+        source_dir=str(dl_dir),
+        scale_policy=scale_policy,
+        context=context,
+        channel_slices=names,
+        min_crop=min_crop,
+        crop_size_range=list(LESION_SIZE_RANGE) if scale_policy == "lesion" else None,
+        nominal_spacing=scale_policy == "lesion",
+        numTest=n_test,
+        pseudolabels_test="pseudolabelsTs",
+    )
+
+
+def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                       num_processes: int | None = None, context: int = 0, strict: bool = False,
+                       scale_policy: str = "lesion", min_crop: float = 32, overwrite: bool = False,
+                       progress: bool = True) -> ConversionResult:
+    """Convert a DeepLesion folder into the nnU-Net raw dataset folder ``out_dir``.
+
+    ``context`` K adds slices key-K..key+K as extra channels (key slice stays channel 0,
+    see :mod:`.context`).  ``scale_policy``/``min_crop`` define the crops (see
+    :func:`~.geometry.crop_box`).  Bad rows/files are skipped and reported
+    (``conversion_report.csv``, log, summary); ``strict`` raises
+    :class:`~.report.ConversionError` on the first one instead.  ``progress`` shows a
+    tqdm bar and prints the summary.  Raises ``FileExistsError`` when ``out_dir`` already
+    holds a conversion and ``overwrite`` is false.
+    """
+    t0 = time.perf_counter()
+    if scale_policy not in SCALE_POLICIES:
+        raise ValueError(f"scale_policy must be one of {SCALE_POLICIES}, got {scale_policy!r}")
+    if context < 0:
+        raise ValueError(f"context must be >= 0, got {context}")
+    if not min_crop > 0:
+        raise ValueError(f"min_crop must be positive, got {min_crop}")
+    num_processes = default_num_processes() if num_processes is None else int(num_processes)
+    dl_dir = Path(deeplesion_dir).resolve()
+    out = Path(out_dir).resolve()
+    _check_paths(dl_dir, out, overwrite)
+
+    info = read_dl_info(dl_dir / "DL_info.csv", strict=strict)
+    assigned, moves = resolve_patient_splits(info.patient_splits)
+    tasks, planned = build_tasks(info.records, assigned, dl_dir / "Images_png", out, context, scale_policy, min_crop)
+
+    if overwrite:
+        _clear_outputs(out)
+    for d in OUTPUT_DIRS:
+        (out / d).mkdir(parents=True, exist_ok=True)
+
+    log = IssueLog(strict)
+    log.issues.extend(info.issues)
+    rows: list[LesionRow] = []
+    fallbacks = 0
+    from tqdm import tqdm
+
+    with task_results(convert_series, tasks, num_processes) as results, \
+            tqdm(total=len(planned), unit="lesion", desc="convert DeepLesion", disable=not progress) as bar:
+        for batch in results:
+            for res in batch:
+                if res.issue is not None:
+                    log.add(res.issue)
+                    continue
+                if res.note:
+                    fallbacks += 1
+                    logger.info("%s (DL_info line %d): %s", res.case_id, res.dl_row, res.note)
+                rows.append(dataclasses.replace(planned[res.case_id], context_slices=res.context_slices))
+            bar.update(len(batch))
+
+    rows.sort(key=lambda r: r.dl_row)
+    write_sidecar(out / "lesions.csv", rows)
+    write_report(out / "conversion_report.csv", log.issues)
+    splits = make_splits((r.case, assigned[r.patient]) for r in rows)
+    write_splits(splits, out, preprocessed_root_from_env())
+    n_test = sum(r.split == "test" for r in rows)
+    n_training = len(rows) - n_test
+    if not splits[0]["val"]:
+        logger.warning("no validation cases: nnU-Net's fold 0 needs a non-empty 'val' list in splits_final.json")
+    _write_dataset_json(out, dl_dir, n_training, n_test, context, scale_policy, min_crop)
+
+    result = ConversionResult(out, rows, sorted(log.issues, key=lambda i: i.dl_row), moves, info.n_rows,
+                              fallbacks, time.perf_counter() - t0)
+    if progress:
+        print(result.summary(), file=sys.stdout, flush=True)
+    else:
+        logger.info("%s", result.summary())
+    return result
