@@ -294,7 +294,8 @@ def symmetric_error(pred: float, ref: float) -> float:
 
 
 def _length(segment: np.ndarray) -> float:
-    return float(np.hypot(*(np.asarray(segment[1]) - np.asarray(segment[0]))))
+    (x0, y0), (x1, y1) = segment[0], segment[1]
+    return math.hypot(float(x1) - float(x0), float(y1) - float(y0))
 
 
 def _hull_points(points: np.ndarray) -> np.ndarray:
