@@ -1,0 +1,59 @@
+"""HRNet / AHRNet trainers (AHRNet paper Table 1 and Table 2 rows 1 and 4), l_seg = BCE + IoU.
+
+``...RLS`` adds the regional level set loss after the l_seg phase.  ``_Nepochs`` are
+short schedules; ``W18`` variants use the lighter HRNet-W18 backbone (the paper's
+widths are W32's).
+"""
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunet_ulseg.training.ahrnet import AHRNetMixin
+from nnunet_ulseg.training.schedule import ShortSchedule
+from nnunet_ulseg.training.weak import WeakLossMixin
+
+
+class nnUNetTrainerHRNet(AHRNetMixin, WeakLossMixin, nnUNetTrainer):
+    use_decoder = use_dual_attention = use_scale_attention = False
+
+
+class nnUNetTrainerHRNetRLS(nnUNetTrainerHRNet):
+    use_rls = True
+
+
+class nnUNetTrainerAHRNet(AHRNetMixin, WeakLossMixin, nnUNetTrainer):
+    pass
+
+
+class nnUNetTrainerAHRNetRLS(nnUNetTrainerAHRNet):
+    use_rls = True
+
+
+class nnUNetTrainerAHRNetW18RLS(nnUNetTrainerAHRNetRLS):
+    hrnet_config = "w18"
+
+
+class nnUNetTrainerHRNet_1epochs(ShortSchedule, nnUNetTrainerHRNet):
+    short_num_epochs, short_iterations_per_epoch, short_val_iterations_per_epoch = 1, 2, 1
+
+
+class nnUNetTrainerAHRNetRLS_1epochs(ShortSchedule, nnUNetTrainerAHRNetRLS):
+    short_num_epochs, short_iterations_per_epoch, short_val_iterations_per_epoch = 1, 2, 1
+
+
+class nnUNetTrainerHRNet_10epochs(ShortSchedule, nnUNetTrainerHRNet):
+    pass
+
+
+class nnUNetTrainerHRNetRLS_10epochs(ShortSchedule, nnUNetTrainerHRNetRLS):
+    pass
+
+
+class nnUNetTrainerAHRNet_10epochs(ShortSchedule, nnUNetTrainerAHRNet):
+    pass
+
+
+class nnUNetTrainerAHRNetRLS_10epochs(ShortSchedule, nnUNetTrainerAHRNetRLS):
+    pass
+
+
+class nnUNetTrainerAHRNetW18RLS_10epochs(ShortSchedule, nnUNetTrainerAHRNetW18RLS):
+    pass
