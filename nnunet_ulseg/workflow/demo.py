@@ -78,7 +78,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     timings: dict[str, float] = {}
 
     def step(name: str, n: int) -> float:
-        say(f"[{n}/6] {name}")
+        say(f"[{n}/7] {name}")
         return time.perf_counter()
 
     t = step(f"writing a DeepLesion-format sample of {cfg.lesions} lesions (seed {cfg.seed})", 1)
@@ -109,21 +109,40 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     model = score_folder(pred_dir, sidecar, sample, split="test")
     timings["score"] = time.perf_counter() - t
 
+    t = step("ulseg evaluate: per-lesion metrics, RECIST axes in mm, plots", 7)
+    evaluation = evaluate_demo(exp, sample, pred_dir, out / "evaluation", cfg.trainer)
+    timings["evaluate"] = time.perf_counter() - t
+
     result = DemoResult(out, ellipse, model, timings)
     (out / "demo_summary.json").write_text(json.dumps(
         {"ellipse_pseudo_masks": ellipse["summary"], "model": model["summary"], "trainer": cfg.trainer,
          "device": exp.device, "timings_s": timings}, indent=2))
+    say(evaluation.table)
+    say("  plots and tables: " + ", ".join(str(p) for p in evaluation.files.values()))
     say(format_result(result, cfg.trainer))
     return result
+
+
+def evaluate_demo(exp: Experiment, sample: Path, pred_dir: Path, out_dir: Path, trainer: str):
+    """``ulseg evaluate`` on the model and on the ellipse pseudo masks, with the true masks as reference."""
+    from nnunet_ulseg.evaluation.evaluate import evaluate_folders
+    from nnunet_ulseg.evaluation.references import write_reference_crops
+
+    sidecar = exp.raw / "lesions.csv"
+    truth = out_dir.parent / "truthTs"
+    write_reference_crops(sample, sidecar, truth, split="test")
+    return evaluate_folders([pred_dir, exp.raw / "pseudolabelsTs"], truth, sidecar, out_dir,
+                            names=[trainer, "ellipse"], split="test", images_dir=exp.raw / "imagesTs")
 
 
 def format_result(result: DemoResult, trainer: str) -> str:
     rows = [("(a) RECIST ellipse pseudo masks", result.ellipse["summary"]),
             (f"(b) nnU-Net model ({trainer})", result.model["summary"])]
+    width = max(len(name) for name, _ in rows)
     lines = ["", "Dice on the test split, key slice, original geometry, vs. true masks:",
-             f"  {'':44s} {'n':>4s} {'mean':>7s} {'std':>7s} {'median':>7s} {'worst':>7s}"]
+             f"  {'':{width}s} {'n':>4s} {'mean':>7s} {'std':>7s} {'median':>7s} {'worst':>7s}"]
     for name, s in rows:
-        lines.append(f"  {name:44s} {s['n']:4d} {s['mean']:7.4f} {s['std']:7.4f} {s['median']:7.4f} {s['min']:7.4f}")
+        lines.append(f"  {name:{width}s} {s['n']:4d} {s['mean']:7.4f} {s['std']:7.4f} {s['median']:7.4f} {s['min']:7.4f}")
     total = sum(result.timings.values())
     lines.append(f"  time: {total:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items()) + ")")
     lines.append(f"  outputs: {result.out}")
