@@ -1,6 +1,6 @@
 """Training-step time of our trainers against nnU-Net's default, on the same nnU-Net plans.
 
-A generated sample is converted and planned by nnU-Net (no preprocessing needed); every
+A generated sample is converted and planned and preprocessed by nnU-Net; every
 trainer is then found by name through nnU-Net's own lookup (``nnUNet_extTrainer``),
 initialised from those plans, and its real ``train_step`` is timed on identical
 synthetic batches of the planned patch size (lesion-like ellipse targets with an
@@ -13,12 +13,15 @@ i.e. in their more expensive phase.  Output: median ms/step and the ratio to
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
 from _nnunet_setup import planned_sample, temp_root
 
-DEFAULT_TRAINERS = ["nnUNetTrainer", "nnUNetTrainerBCEIoU", "nnUNetTrainerRLS", "nnUNetTrainerLS"]
+DEFAULT_TRAINERS = ["nnUNetTrainer", "nnUNetTrainerBCEIoU", "nnUNetTrainerRLS", "nnUNetTrainerLS",
+                    "nnUNetTrainerAHRNetW18", "nnUNetTrainerAHRNet", "nnUNetTrainerAHRNetW18RLS",
+                    "nnUNetTrainerAHRNetRLS"]
 
 
 def synthetic_batch(trainer, batch_size: int, seed: int = 0):
@@ -46,33 +49,39 @@ def synthetic_batch(trainer, batch_size: int, seed: int = 0):
     return {"data": data, "target": targets}
 
 
-def time_trainer(name: str, plans: dict, dataset_json: dict, steps: int, warmup: int, batch: int | None,
-                 device: str) -> tuple[float, int, int]:
+def build_trainer(name: str, plans: dict, dataset_json: dict, batch: int | None, device: str):
     import torch
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     trainer_cls = recursive_find_trainer_class_by_name(name)
+    plans = {**copy.deepcopy(plans), "continue_training": False}  # run_training sets this; __init__ pops it
     trainer = trainer_cls(plans=plans, configuration="2d", fold=0, dataset_json=dataset_json,
                           device=torch.device(device))
     trainer.initialize()
     loss = getattr(trainer.loss, "loss", None)
     if getattr(trainer, "use_rls", False) and loss is not None:
         loss.use_rls = True
-    bs = batch or trainer.configuration_manager.batch_size
-    b = synthetic_batch(trainer, bs)
     trainer.network.train()
-    times = []
+    return trainer, synthetic_batch(trainer, batch or trainer.configuration_manager.batch_size)
+
+
+def time_interleaved(trainers: dict, steps: int, warmup: int, device: str) -> dict[str, float]:
+    """Median seconds per ``train_step``; trainers take turns step by step, so a change in
+    background load hits all of them alike and the ratios stay meaningful."""
+    import torch
+
+    times: dict[str, list[float]] = {name: [] for name in trainers}
     for i in range(warmup + steps):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        trainer.train_step(b)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    params = sum(p.numel() for p in trainer.network.parameters())
-    return statistics.median(times), params, bs
+        for name, (trainer, batch) in trainers.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            trainer.train_step(batch)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def main() -> None:
@@ -90,18 +99,19 @@ def main() -> None:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     root = temp_root(args.keep)
-    plans, dataset_json, _ = planned_sample(root, args.lesions, seed=0, dataset_id=971, preprocess=False)
+    plans, dataset_json, _ = planned_sample(root, args.lesions, seed=0, dataset_id=971, preprocess=True)
     cfg = plans["configurations"]["2d"]
     trainers = list(dict.fromkeys(["nnUNetTrainer"] + args.trainers))
     print(f"device {device}, torch threads {torch.get_num_threads()}, planned 2d patch {cfg['patch_size']}, "
           f"planned batch {cfg['batch_size']}")
-    results = {}
-    for name in trainers:
-        results[name] = time_trainer(name, plans, dataset_json, args.steps, args.warmup, args.batch, device)
-    base = results["nnUNetTrainer"][0]
+    built = {name: build_trainer(name, plans, dataset_json, args.batch, device) for name in trainers}
+    seconds = time_interleaved(built, args.steps, args.warmup, device)
+    base = seconds["nnUNetTrainer"]
     print(f"{'trainer':34s} {'batch':>5s} {'ms/step':>9s} {'ratio':>7s} {'params (M)':>11s}")
-    for name, (sec, params, bs) in results.items():
-        print(f"{name:34s} {bs:5d} {sec * 1000:9.1f} {sec / base:7.3f} {params / 1e6:11.2f}")
+    for name, (trainer, batch) in built.items():
+        params = sum(p.numel() for p in trainer.network.parameters())
+        print(f"{name:34s} {batch['data'].shape[0]:5d} {seconds[name] * 1000:9.1f} {seconds[name] / base:7.3f} "
+              f"{params / 1e6:11.2f}")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,12 @@ class nnUNetTrainerAHRNetRLS(nnUNetTrainerAHRNet):
     use_rls = True
 
 
-class nnUNetTrainerAHRNetW18RLS(nnUNetTrainerAHRNetRLS):
+class nnUNetTrainerAHRNetW18(nnUNetTrainerAHRNet):
     hrnet_config = "w18"
+
+
+class nnUNetTrainerAHRNetW18RLS(nnUNetTrainerAHRNetW18):
+    use_rls = True
 
 
 class nnUNetTrainerHRNet_1epochs(ShortSchedule, nnUNetTrainerHRNet):
