@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nnunet_ulseg.conversion.cli import add_convert_parser
     from nnunet_ulseg.demo.cli import add_make_sample_parser
     from nnunet_ulseg.evaluation.cli import add_evaluate_parser, add_measure_parser
+    from nnunet_ulseg.refine.cli import add_refine_parser
     from nnunet_ulseg.workflow.cli import add_demo_parser
 
     parser = argparse.ArgumentParser(
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_convert_parser(sub)
     add_evaluate_parser(sub)
     add_measure_parser(sub)
+    add_refine_parser(sub)
     add_demo_parser(sub)
     return parser
 

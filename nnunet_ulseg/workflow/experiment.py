@@ -28,7 +28,12 @@ class Experiment:
 
     @property
     def env(self) -> dict[str, str]:
-        return self.paths.environ()
+        """nnU-Net's variables, plus ``nnUNet_def_n_proc`` = ``num_processes`` unless the user set it:
+        nnU-Net otherwise spawns 8 processes to export every training's final validation,
+        which costs minutes on a 2-core machine."""
+        env = self.paths.environ()
+        env.setdefault("nnUNet_def_n_proc", str(self.num_processes))
+        return env
 
     @property
     def raw(self) -> Path:
@@ -54,8 +59,9 @@ class Experiment:
         shutil.copy2(self.raw / "splits_final.json", target / "splits_final.json")
 
     def plan_and_preprocess(self, configuration: str = "2d") -> float:
+        n = str(self.num_processes)
         return run_command([console_script("nnUNetv2_plan_and_preprocess"), "-d", str(self.dataset_id),
-                            "-c", configuration, "-np", str(self.num_processes), "--verify_dataset_integrity"],
+                            "-c", configuration, "-np", n, "-npfp", n, "--verify_dataset_integrity"],
                            self.env, self.log, self.echo)
 
     def train(self, trainer: str, fold: int = 0, configuration: str = "2d", extra: list[str] | None = None) -> float:

@@ -1,0 +1,118 @@
+"""The nnU-Net commands a refinement round runs, and the plans transfer between rounds.
+
+Every training, preprocessing and prediction is the real ``nnUNetv2_*`` command (run by
+:func:`nnunet_ulseg.workflow.nnunet.run_command`), exactly as a user would type it, so
+nnU-Net's DDP training and multi-machine prediction keep working.  The orchestration in
+:mod:`.rounds` only calls the methods of :class:`NNUNetBackend`; tests swap in a fake
+with the same methods.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from nnunet_ulseg.refine.labels import dataset_id_of
+from nnunet_ulseg.refine.manifest import read_json, write_json_atomic
+from nnunet_ulseg.workflow.nnunet import NNUNetPaths, console_script, run_command
+
+
+def transfer_plans(preprocessed_root: str | os.PathLike, source: str, target: str,
+                   plans_identifier: str = "nnUNetPlans") -> Path:
+    """Copy ``source``'s plans to ``target`` (both dataset folder names); return the file written.
+
+    What ``nnUNetv2_move_plans_between_datasets -s SOURCE -t TARGET -sp P -tp P`` writes,
+    the source plans with ``dataset_name`` set to the target, so every configuration
+    (patch size, spacing, normalisation intensities of round 1's fingerprint, ...) is
+    identical, with one difference: nnU-Net 2.8 re-detects ``image_reader_writer`` on a
+    target image with ``allow_nonmatching_filename=True``, which tries ``NaturalImage2DIO``
+    first; it opens our 2D ``.mha`` files and would replace round 1's ``SimpleITKIO`` with a
+    reader that ignores the file's spacing (``999, 1, 1``).  Refinement rounds use round 1's
+    very image files, so we keep round 1's reader.  Done in-process, which also avoids
+    that entry point's need for ``nnUNet_preprocessed`` at import time.
+    """
+    root = Path(preprocessed_root)
+    source_file = root / source / f"{plans_identifier}.json"
+    if not source_file.exists():
+        raise FileNotFoundError(f"plans {source_file} not found: plan and preprocess {source} first")
+    plans = read_json(source_file)
+    plans["dataset_name"] = target
+    out = root / target / f"{plans_identifier}.json"
+    write_json_atomic(out, plans)
+    return out
+
+
+@dataclass
+class NNUNetBackend:
+    """Runs nnU-Net's commands for ``ulseg refine`` in ``paths``; output goes to ``log``.
+
+    The argument lists are those of :class:`~nnunet_ulseg.workflow.experiment.Experiment`
+    plus what refinement needs (``-p``, ``-pretrained_weights``, ``-chk``, several folds,
+    ``-num_parts/-part_id``).  ``num_processes`` also bounds nnU-Net's own worker pools:
+    ``-npfp`` for the fingerprint, and ``nnUNet_def_n_proc`` (unless the user set it), the
+    pool that exports the final validation of every training; nnU-Net's default of 8
+    spawned processes costs minutes per training on a 2-core machine.
+    """
+
+    paths: NNUNetPaths
+    configuration: str
+    trainer: str
+    plans: str
+    device: str
+    num_processes: int
+    log: Path
+    checkpoint: str = "checkpoint_final.pth"
+    tta: bool | None = None
+    echo: Callable[[str], None] | None = print
+    num_gpus: int = 1
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = self.paths.environ()
+        env.setdefault("nnUNet_def_n_proc", str(self.num_processes))
+        return env
+
+    def _run(self, args: list[str]) -> None:
+        run_command(args, self.env, self.log, self.echo)
+
+    def plan_and_preprocess(self, dataset: str) -> None:
+        """``nnUNetv2_plan_and_preprocess -d ID -c CFG -np N -npfp N --verify_dataset_integrity`` (round 1 only)."""
+        n = str(self.num_processes)
+        self._run([console_script("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id_of(dataset)),
+                   "-c", self.configuration, "-np", n, "-npfp", n, "--verify_dataset_integrity"])
+
+    def preprocess(self, dataset: str) -> None:
+        """``nnUNetv2_preprocess -d ID -plans_name PLANS -c CFG -np N`` with plans already in place."""
+        self._run([console_script("nnUNetv2_preprocess"), "-d", str(dataset_id_of(dataset)),
+                   "-plans_name", self.plans, "-c", self.configuration, "-np", str(self.num_processes)])
+
+    def train(self, dataset: str, fold: int, pretrained: Path | None = None) -> None:
+        """``nnUNetv2_train ID CFG FOLD -tr TRAINER -p PLANS -device D [-num_gpus G] [-pretrained_weights CKPT]``.
+
+        ``-num_gpus`` > 1 is nnU-Net's own DDP training.
+        """
+        args = [console_script("nnUNetv2_train"), str(dataset_id_of(dataset)), self.configuration, str(fold),
+                "-tr", self.trainer, "-p", self.plans, "-device", self.device]
+        if self.num_gpus > 1:
+            args += ["-num_gpus", str(self.num_gpus)]
+        if pretrained is not None:
+            args += ["-pretrained_weights", str(pretrained)]
+        self._run(args)
+
+    def predict(self, dataset: str, folds: Sequence[int], input_dir: Path, output_dir: Path,
+                num_parts: int = 1, part_id: int = 0) -> None:
+        """``nnUNetv2_predict`` of ``input_dir`` with the model (ensemble) of ``folds``.
+
+        Mirroring TTA follows :meth:`Experiment.predict`: on for CUDA only unless ``tta`` is set.
+        """
+        tta = self.device == "cuda" if self.tta is None else self.tta
+        args = [console_script("nnUNetv2_predict"), "-i", str(input_dir), "-o", str(output_dir),
+                "-d", str(dataset_id_of(dataset)), "-c", self.configuration, "-f", *[str(f) for f in folds],
+                "-tr", self.trainer, "-p", self.plans, "-chk", self.checkpoint, "-device", self.device,
+                "-npp", str(self.num_processes), "-nps", str(self.num_processes)]
+        if not tta:
+            args.append("--disable_tta")
+        if num_parts > 1:
+            args += ["-num_parts", str(num_parts), "-part_id", str(part_id)]
+        self._run(args)

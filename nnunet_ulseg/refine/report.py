@@ -1,0 +1,102 @@
+"""Per-round report of ``ulseg refine``: how the pseudo masks evolve, and (with true masks) how good they are.
+
+The paper reports that "the training has converged after three rounds" (AHRNet Sec. 2.3)
+without saying how convergence was judged.  We report, per round r:
+
+* ``ignore_fraction``: pixels labelled ignore (2) / all pixels of round r's training labels
+  (0 for round 1, whose labels are the ellipses);
+* ``label_change``: pixels whose label differs from round r-1's / all pixels (none for
+  round 1); it falls towards 0 as the rounds converge;
+* ``fallback_cases``: cases whose prediction missed the ellipse entirely, so that the
+  ellipse was kept as foreground (:func:`~nnunet_ulseg.pseudo_masks.update.update_pseudo_mask`);
+* with ``truth`` (a generated sample with ``masks.csv``), in the original slice geometry:
+  ``pseudo_mask_dice``, Dice of round r's training labels (``== 1``) on all training cases
+  (train and val of the split), and ``test_dice``, Dice of round r's model on the test
+  split, both by :func:`nnunet_ulseg.workflow.slice_scores.score_folder`; and once,
+  ``ellipse_test_dice``, the test split's RECIST ellipses as a baseline.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nnunet_ulseg.conversion.sidecar import read_sidecar
+from nnunet_ulseg.evaluation.overlap import summarize
+from nnunet_ulseg.refine.manifest import read_json, write_json_atomic
+from nnunet_ulseg.workflow.slice_scores import score_folder
+
+
+def build_report(manifest: dict, raw_root: str | os.PathLike, work_dir: str | os.PathLike,
+                 truth: str | os.PathLike | None = None) -> dict:
+    """The report of a refinement run from its manifest data (and the files it names)."""
+    raw_root, work_dir = Path(raw_root), Path(work_dir)
+    args, steps = manifest["arguments"], manifest["steps"]
+    base = manifest["rounds"]["1"]["dataset_name"]
+    sidecar = raw_root / base / "lesions.csv"
+    ending = read_json(raw_root / base / "dataset.json")["file_ending"]
+    rows = []
+    for r in range(1, args["rounds"] + 1):
+        entry = manifest["rounds"].get(str(r))
+        label_step = steps.get("prepare_1" if r == 1 else f"build_{r}")
+        if entry is None or label_step is None:
+            break
+        labels = label_step["labels"]
+        train_steps = [k for k in steps if k == f"train_{r}" or k.startswith(f"train_{r}_fold")]
+        row = {"round": r, "dataset": entry["dataset_name"], "dataset_id": entry["dataset_id"],
+               "trained": bool(train_steps), "checkpoints": [steps[k]["checkpoint"] for k in train_steps],
+               "cases": labels["cases"], "ignore_fraction": labels["ignore_fraction"],
+               "label_change": labels["label_change"], "fallback_cases": labels["fallback_cases"]}
+        if truth is not None:
+            row["pseudo_mask_dice"] = score_training_labels(raw_root / entry["dataset_name"] / "labelsTr", sidecar,
+                                                            truth, ending)
+            if f"test_{r}" in steps:
+                row["test_dice"] = score_folder(work_dir / steps[f"test_{r}"]["predictions"], sidecar, truth,
+                                                "test", ending)["summary"]
+        rows.append(row)
+    report = {"dataset": base, "arguments": args, "work_dir": str(work_dir), "rounds": rows}
+    if truth is not None:
+        report["truth"] = str(truth)
+        if (raw_root / base / "pseudolabelsTs").is_dir():
+            report["ellipse_test_dice"] = score_folder(raw_root / base / "pseudolabelsTs", sidecar, truth, "test",
+                                                       ending)["summary"]
+    return report
+
+
+def score_training_labels(label_dir: str | os.PathLike, sidecar: str | os.PathLike,
+                          truth: str | os.PathLike, file_ending: str = ".mha") -> dict:
+    """Dice summary of the lesion label (== 1) of every training case (every non-test sidecar split)."""
+    splits = sorted({row.split for row in read_sidecar(sidecar) if row.split != "test"})
+    dice = []
+    for split in splits:
+        dice += [r["dice"] for r in score_folder(label_dir, sidecar, truth, split, file_ending)["per_lesion"]]
+    return summarize(dice)
+
+
+def format_report(report: dict) -> str:
+    """The per-round table printed at the end of ``ulseg refine``."""
+    truth = "truth" in report
+    head = f"  {'round':>5s}  {'dataset':36s} {'cases':>5s} {'ignore %':>8s} {'change %':>8s} {'fallback':>8s}"
+    if truth:
+        head += f" {'pseudo Dice':>11s} {'test Dice':>9s}"
+    args = report["arguments"]
+    folds = "5-fold cross-validation" if args["cross_val"] else f"fold {args['fold']}"
+    lines = [f"ulseg refine: {report['dataset']}, {args['trainer']}, {folds}", head]
+    for row in report["rounds"]:
+        change = "-" if row["label_change"] is None else f"{100 * row['label_change']:.2f}"
+        line = (f"  {row['round']:5d}  {row['dataset']:36s} {row['cases']:5d} {100 * row['ignore_fraction']:8.2f} "
+                f"{change:>8s} {row['fallback_cases']:8d}")
+        if truth:
+            test = row.get("test_dice")
+            line += f" {row['pseudo_mask_dice']['mean']:11.4f} " + (f"{test['mean']:9.4f}" if test else f"{'-':>9s}")
+        if not row["trained"]:
+            line += "  (not trained yet)"
+        lines.append(line)
+    if "ellipse_test_dice" in report:
+        lines.append(f"  RECIST ellipses on the test split: Dice {report['ellipse_test_dice']['mean']:.4f}")
+    lines.append(f"  report: {Path(report['work_dir']) / 'refine_report.json'}")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, path: str | os.PathLike) -> None:
+    """Write ``refine_report.json``."""
+    write_json_atomic(path, report)

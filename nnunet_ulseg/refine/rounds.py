@@ -1,0 +1,562 @@
+"""``ulseg refine``: rounds of training and pseudo-mask updates, resumable, inside nnU-Net's folders.
+
+AHRNet Sec. 2.3, last paragraph: train on the RECIST-ellipse pseudo masks, predict the
+training images with the trained model, build updated pseudo masks g' (p ∩ e lesion,
+(p ∪ e) − (p ∩ e) ignore, the rest background), "retrain the model using the same way
+described above"; "the training has converged after three rounds".
+
+Round r (1-based) is one nnU-Net dataset and one trained model; ``rounds`` counts the
+models, so the paper's setting is ``rounds=3``: ellipses -> model 1 -> labels 2 ->
+model 2 -> labels 3 -> model 3.  The steps, in order, each recorded in the manifest
+(:mod:`.manifest`) when finished::
+
+    prepare_1      plan + preprocess round 1 if needed, install its split, label statistics
+    train_1        nnUNetv2_train (skipped if checkpoint_final.pth already exists)
+    test_1         with truth only: nnUNetv2_predict imagesTs with model 1
+    predict_1      nnUNetv2_predict every training case with model 1 (split in parts)
+    build_2        raw dataset of round 2 (:func:`.labels.build_round_dataset`)
+    preprocess_2   round 1's plans, dataset fingerprint and split; nnUNetv2_preprocess
+    train_2        nnUNetv2_train (optionally -pretrained_weights <model 1>)
+    test_2, predict_2, build_3, ...  up to train_R (and test_R)
+
+With ``cross_val`` each ``train_r`` is ``train_r_fold0..4``, ``predict_r`` predicts
+each fold's validation cases with that fold's model (:mod:`.splits`), and ``test_r``
+uses the five folds as an ensemble (``nnUNetv2_predict -f 0 1 2 3 4``).
+
+Choices where the paper is silent:
+
+* The round-1 dataset is the user's; we never delete anything of it (we only add a
+  missing ``splits_final.json`` to its preprocessed folder from the raw one, and
+  ``--cross-val`` replaces it, keeping the old one as ``splits_final.before_ulseg_crossval.json``,
+  while no fold of the trainer has been trained on it).  Everything else
+  (round r+1 datasets in the three nnU-Net folders, predictions, the manifest) is ours,
+  and a step's own outputs are removed before it runs, so a step cut short is redone
+  from scratch.  One exception protects a user's run: a round-1 fold folder without
+  ``checkpoint_final.pth`` is only cleaned when the manifest shows that we started it.
+* ``predict_r`` uses nnU-Net's exported segmentations (argmax), not probabilities:
+  :func:`~nnunet_ulseg.pseudo_masks.update.binarize_prediction` at 0.5 is the same
+  decision for two classes, and ``--save_probabilities`` would only add large files.
+* Mirroring TTA in predictions follows :meth:`Experiment.predict` (CUDA only) unless set.
+* Every round trains the same fold(s), trainer, plans and configuration as round 1; the
+  next rounds reuse round 1's plans (so the same patch size, spacing and CT
+  normalisation intensities) and split.
+* The work folder is ``$nnUNet_results/<round-1 dataset>/ulseg_refine_<trainer>__<plans>__<cfg>_fold<F>``
+  (``_crossval`` with ``cross_val``): ``manifest.json``, ``refine.log`` (all nnU-Net
+  output), ``refine_report.json``, ``round<r>/predictions`` and ``round<r>/test_predictions``.
+* One coordinator at a time: ``coordinator.lock`` (host, pid) in the work folder; a lock
+  left by a dead process on the same host is taken over.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from nnunet_ulseg.refine.backend import NNUNetBackend, transfer_plans
+from nnunet_ulseg.refine.labels import (build_round_dataset, dataset_id_of, find_dataset, label_statistics,
+                                        link_file, next_round_dataset_id, round_dataset_name, training_cases,
+                                        used_dataset_ids)
+from nnunet_ulseg.refine.manifest import Manifest, now, read_json, write_json_atomic
+from nnunet_ulseg.refine.parts import (collect_predictions, mark_part_done, missing_parts, model_fingerprint,
+                                       part_cases, part_done, part_folder, wait_until)
+from nnunet_ulseg.refine.report import build_report, format_report, write_report
+from nnunet_ulseg.refine.splits import NUM_FOLDS, crossval_splits, is_crossval_partition, patients_from_sidecar
+from nnunet_ulseg.workflow.nnunet import NNUNetPaths, default_device
+
+NNUNET_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+CROSSVAL_BACKUP = "splits_final.before_ulseg_crossval.json"
+
+
+class RefineError(ValueError):
+    """A refinement cannot go on as asked; the message says why and what to do."""
+
+
+@dataclass
+class RefineConfig:
+    """Options of one refinement run (the ``ulseg refine`` arguments)."""
+
+    dataset: int | str
+    trainer: str
+    configuration: str = "2d"
+    fold: int | None = None
+    rounds: int = 3
+    cross_val: bool = False
+    num_parts: int = 1
+    part_id: int = 0
+    truth: Path | None = None
+    init_from_previous: bool = False
+    plans: str = "nnUNetPlans"
+    checkpoint: str = "checkpoint_final.pth"
+    device: str | None = None
+    num_processes: int = 2
+    num_gpus: int = 1
+    tta: bool | None = None
+    wait_timeout: float = 48 * 3600.0
+    poll_interval: float = 30.0
+    follow: bool = False
+
+    def validate(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be at least 1, got {self.rounds}")
+        if self.num_gpus < 1:
+            raise ValueError(f"num_gpus must be at least 1, got {self.num_gpus}")
+        if self.num_parts < 1 or not 0 <= self.part_id < self.num_parts:
+            raise ValueError(f"part id {self.part_id} must be in 0..{self.num_parts - 1} (num parts {self.num_parts})")
+        if self.cross_val and self.fold is not None:
+            raise ValueError("--cross-val trains folds 0-4 of every round; do not pass a fold")
+        if self.fold is not None and int(self.fold) < 0:
+            raise ValueError(f"fold must be >= 0, got {self.fold}")
+        if self.truth is not None and not (Path(self.truth) / "masks.csv").exists():
+            raise FileNotFoundError(f"{self.truth} has no masks.csv: --truth needs a sample made by ulseg make-sample")
+
+    @property
+    def folds(self) -> list[int]:
+        return list(range(NUM_FOLDS)) if self.cross_val else [int(self.fold or 0)]
+
+    def manifest_arguments(self, dataset_name: str) -> dict:
+        return {"dataset": dataset_name, "configuration": self.configuration, "trainer": self.trainer,
+                "plans": self.plans, "fold": None if self.cross_val else self.folds[0],
+                "cross_val": self.cross_val, "init_from_previous": self.init_from_previous, "rounds": self.rounds}
+
+
+@dataclass
+class RefineResult:
+    """What :func:`refine` did: the coordinator's report, or the rounds a part predicted."""
+
+    work_dir: Path
+    manifest: Path
+    role: str
+    report: dict | None = None
+    predicted_rounds: list[int] = field(default_factory=list)
+
+
+def paths_from_environ(environ: dict[str, str] | None = None) -> NNUNetPaths:
+    """The user's nnU-Net folders from ``nnUNet_raw/_preprocessed/_results``; a clear error if unset."""
+    environ = os.environ if environ is None else environ
+    missing = [v for v in NNUNET_VARIABLES if not environ.get(v)]
+    if missing:
+        raise RefineError(f"set {', '.join(missing)}: ulseg refine works inside your nnU-Net folders "
+                          "(see README, 'nnU-Net environment')")
+    return NNUNetPaths(*(Path(environ[v]) for v in NNUNET_VARIABLES))
+
+
+def work_dir_name(trainer: str, plans: str, configuration: str, fold: int | None, cross_val: bool) -> str:
+    """``ulseg_refine_<trainer>__<plans>__<configuration>_fold<F>`` (or ``_crossval``)."""
+    return f"ulseg_refine_{trainer}__{plans}__{configuration}_" + ("crossval" if cross_val else f"fold{fold}")
+
+
+def refine(dataset: int | str, trainer: str, *, paths: NNUNetPaths | None = None, backend=None,
+           echo: Callable[[str], None] | None = print, **options) -> RefineResult:
+    """Run (or continue) refinement rounds of ``dataset`` with ``trainer``; see :class:`RefineConfig`.
+
+    ``paths`` defaults to the ``nnUNet_*`` environment variables; ``backend`` to
+    :class:`~.backend.NNUNetBackend` (nnU-Net's commands).  Part 0 (the default) trains and
+    builds and returns the report; other parts predict their share and return.
+    """
+    config = RefineConfig(dataset=dataset, trainer=trainer, **options)
+    return Refinement(paths or paths_from_environ(), config, backend=backend, echo=echo).run()
+
+
+@dataclass
+class _Step:
+    name: str
+    title: str
+    run: Callable[[bool], dict | None]
+
+
+class Refinement:
+    """One refinement run over the nnU-Net folders ``paths``."""
+
+    def __init__(self, paths: NNUNetPaths, config: RefineConfig, backend=None,
+                 echo: Callable[[str], None] | None = print):
+        config.validate()
+        self.paths, self.cfg = paths, config
+        self.say = echo or (lambda _line: None)
+        self.base = find_dataset(paths.raw, config.dataset)
+        self.base_raw = paths.raw / self.base
+        self.ending = read_json(self.base_raw / "dataset.json")["file_ending"]
+        self.cases = training_cases(self.base_raw)
+        self.work = paths.results / self.base / work_dir_name(config.trainer, config.plans, config.configuration,
+                                                              config.folds[0], config.cross_val)
+        self.manifest_path = self.work / "manifest.json"
+        self.log = self.work / "refine.log"
+        self.device = config.device or default_device()
+        self.backend = backend or NNUNetBackend(paths, config.configuration, config.trainer, config.plans,
+                                                self.device, config.num_processes, self.log, config.checkpoint,
+                                                config.tta, echo, config.num_gpus)
+        self.arguments = config.manifest_arguments(self.base)
+        self.manifest: Manifest | None = None
+
+    # -- layout ------------------------------------------------------------------------
+    def dataset_name(self, r: int) -> str:
+        if r == 1:
+            return self.base
+        entry = self.manifest.round(r) if self.manifest else None
+        if entry is None:
+            raise RefineError(f"round {r} has no dataset yet")
+        return entry["dataset_name"]
+
+    def fold_dir(self, r: int, fold: int) -> Path:
+        c = self.cfg
+        return (self.paths.results / self.dataset_name(r) / f"{c.trainer}__{c.plans}__{c.configuration}"
+                / f"fold_{fold}")
+
+    def checkpoints(self, r: int) -> list[Path]:
+        return [self.fold_dir(r, k) / self.cfg.checkpoint for k in self.cfg.folds]
+
+    def train_steps(self, r: int) -> list[str]:
+        return [f"train_{r}_fold{k}" for k in self.cfg.folds] if self.cfg.cross_val else [f"train_{r}"]
+
+    def prediction_jobs(self, r: int) -> list[tuple[int, list[str], Path]]:
+        """``(fold, cases, job folder)`` of round r's prediction of the training cases."""
+        root = self.work / f"round{r}" / "predictions"
+        if not self.cfg.cross_val:
+            return [(self.cfg.folds[0], self.cases, root / f"fold{self.cfg.folds[0]}")]
+        splits = read_json(self.paths.preprocessed / self.base / "splits_final.json")
+        return [(k, sorted(splits[k]["val"]), root / f"fold{k}") for k in range(NUM_FOLDS)]
+
+    def _rel(self, path: Path) -> str:
+        return Path(os.path.relpath(path, self.paths.results)).as_posix()
+
+    # -- entry -------------------------------------------------------------------------
+    def run(self) -> RefineResult:
+        if self.cfg.part_id == 0:
+            return self._coordinate()
+        return self._serve_part()
+
+    # -- coordinator -------------------------------------------------------------------
+    def _coordinate(self) -> RefineResult:
+        self.work.mkdir(parents=True, exist_ok=True)
+        with coordinator_lock(self.work / "coordinator.lock"):
+            m = self.manifest = Manifest.open(self.manifest_path, self.arguments)
+            interrupted = (m.in_progress or {}).get("step")
+            steps = self.steps()
+            pending = [s for s in steps if not m.is_done(s.name)]
+            if pending:
+                self.say(f"ulseg refine {self.base}: {len(steps) - len(pending)} of {len(steps)} steps done, "
+                         f"continuing at {pending[0].name} (manifest {self.manifest_path})")
+            for step in pending:
+                redo = step.name == interrupted
+                self.say(f"[{step.name}] {step.title}" + ("  (continuing after an interruption)" if redo else ""))
+                m.start(step.name)
+                start = time.perf_counter()
+                info = step.run(redo) or {}
+                m.finish(step.name, time.perf_counter() - start, info)
+            report = build_report(m.data, self.paths.raw, self.work, self.cfg.truth)
+            write_report(report, self.work / "refine_report.json")
+            self.say(format_report(report))
+            return RefineResult(self.work, self.manifest_path, "coordinator", report=report)
+
+    def steps(self) -> list[_Step]:
+        """Every step of this run in order (finished ones included)."""
+        c = self.cfg
+        steps = [_Step("prepare_1", f"round 1 = {self.base}: plans, preprocessing, split", self._prepare)]
+        for r in range(1, c.rounds + 1):
+            if r > 1:
+                steps.append(_Step(f"build_{r}", f"round {r} dataset from round {r - 1}'s predictions",
+                                   lambda redo, r=r: self._build(r)))
+                steps.append(_Step(f"preprocess_{r}", f"round {r}: round 1's plans, nnUNetv2_preprocess",
+                                   lambda redo, r=r: self._preprocess(r)))
+            for name, fold in zip(self.train_steps(r), c.folds):
+                steps.append(_Step(name, f"nnUNetv2_train round {r} fold {fold} -tr {c.trainer}",
+                                   lambda redo, r=r, fold=fold: self._train(r, fold, redo)))
+            if c.truth is not None and any((self.base_raw / "imagesTs").glob(f"*{self.ending}")):
+                steps.append(_Step(f"test_{r}", f"nnUNetv2_predict the test split with round {r}'s model",
+                                   lambda redo, r=r: self._test(r)))
+            if r < c.rounds:
+                steps.append(_Step(f"predict_{r}", f"nnUNetv2_predict the training cases with round {r}'s model"
+                                   + (f" (part 0 of {c.num_parts})" if c.num_parts > 1 else ""),
+                                   lambda redo, r=r: self._predict(r)))
+        return steps
+
+    def _prepare(self, redo: bool) -> dict:
+        c, info = self.cfg, {}
+        self.manifest.set_round(1, dataset_id=dataset_id_of(self.base), dataset_name=self.base)
+        pre = self.paths.preprocessed / self.base
+        if not all((self.fold_dir(1, k) / "checkpoint_final.pth").exists() for k in c.folds):
+            plans_file = pre / f"{c.plans}.json"
+            if not plans_file.exists():
+                if c.plans != "nnUNetPlans":
+                    raise FileNotFoundError(f"plans {plans_file} not found; create them or use nnUNetPlans")
+                self.backend.plan_and_preprocess(self.base)
+                info["planned"] = True
+            else:
+                identifier = read_json(plans_file)["configurations"][c.configuration].get(
+                    "data_identifier", f"{c.plans}_{c.configuration}")
+                # nnU-Net writes <case>.pkl beside each preprocessed case (npz and blosc2 formats);
+                # after an interrupted prepare_1 the data may be partial, so it is redone
+                data = pre / identifier
+                if redo or not all((data / f"{case}.pkl").exists() for case in self.cases):
+                    self.backend.preprocess(self.base)
+                    info["preprocessed"] = True
+        info["splits"] = self._install_round1_splits(pre)
+        info["labels"] = label_statistics(self.base_raw, self.cases)
+        return info
+
+    def _install_round1_splits(self, pre: Path) -> str:
+        target = pre / "splits_final.json"
+        pre.mkdir(parents=True, exist_ok=True)
+        if not self.cfg.cross_val:
+            if not target.exists():
+                if (self.base_raw / "splits_final.json").exists():
+                    shutil.copy2(self.base_raw / "splits_final.json", target)
+                    return "copied from the raw dataset"
+                self.say("  no splits_final.json: nnU-Net will make its own random 5-fold split")
+                return "none (nnU-Net's own)"
+            if self.cfg.folds[0] >= len(read_json(target)):
+                self.say(f"  warning: {target} has no fold {self.cfg.folds[0]}; nnU-Net will use a random 80:20 split")
+            return "existing"
+        if target.exists() and is_crossval_partition(read_json(target), self.cases):
+            return "existing 5-fold"
+        sidecar = self.base_raw / "lesions.csv"
+        if not sidecar.exists():
+            raise RefineError(f"--cross-val groups folds by patient, but {sidecar} is missing")
+        splits = crossval_splits(self.cases, patients_from_sidecar(sidecar))
+        trained = [k for k in range(NUM_FOLDS) if self.fold_dir(1, k).exists()]
+        if trained:
+            raise RefineError(
+                f"--cross-val needs folds 0-{NUM_FOLDS - 1} trained on a patient-grouped 5-fold split, but "
+                f"{target} is not one and fold(s) {trained} of {self.cfg.trainer} were already trained on it "
+                f"({self.fold_dir(1, trained[0]).parent}); move them away or run without --cross-val")
+        if target.exists() and not (pre / CROSSVAL_BACKUP).exists():
+            shutil.copy2(target, pre / CROSSVAL_BACKUP)
+        write_json_atomic(target, splits)
+        self.say(f"  wrote a patient-grouped {NUM_FOLDS}-fold split to {target}"
+                 + (f" (previous one kept as {CROSSVAL_BACKUP})" if (pre / CROSSVAL_BACKUP).exists() else ""))
+        return f"patient-grouped {NUM_FOLDS}-fold (written)"
+
+    def _train(self, r: int, fold: int, redo: bool) -> dict:
+        fold_dir = self.fold_dir(r, fold)
+        final = fold_dir / "checkpoint_final.pth"
+        if r == 1 and final.exists():
+            self.say(f"  {final} exists: round 1 fold {fold} is trained")
+            return {"checkpoint": self._rel(final), "preexisting": True}
+        if fold_dir.exists():
+            if r == 1 and not redo:
+                raise RefineError(
+                    f"{fold_dir} exists without checkpoint_final.pth: a training of round 1 is unfinished or still "
+                    f"running. Finish it (nnUNetv2_train ... --c) or move the folder away, then re-run.")
+            shutil.rmtree(fold_dir)
+        pretrained = None
+        if self.cfg.init_from_previous and r > 1:
+            pretrained = self.fold_dir(r - 1, fold) / "checkpoint_final.pth"
+        self.backend.train(self.dataset_name(r), fold, pretrained)
+        if not final.exists():
+            raise RefineError(f"nnUNetv2_train finished without writing {final} (see {self.log})")
+        info = {"checkpoint": self._rel(final)}
+        if pretrained is not None:
+            info["pretrained_weights"] = self._rel(pretrained)
+        return info
+
+    def _test(self, r: int) -> dict:
+        out = self.work / f"round{r}" / "test_predictions"
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        self.backend.predict(self.dataset_name(r), self.cfg.folds, self.paths.raw / self.dataset_name(r) / "imagesTs",
+                             out)
+        return {"predictions": Path(os.path.relpath(out, self.work)).as_posix()}
+
+    def _model(self, r: int) -> list[dict]:
+        return model_fingerprint(self.checkpoints(r), self.paths.results)
+
+    def _predict(self, r: int) -> dict:
+        c = self.cfg
+        model = self._model(r)
+        jobs = self.prediction_jobs(r)
+        for fold, cases, job in jobs:
+            self._predict_part(r, fold, cases, job, model)
+        if c.num_parts > 1:
+            waiting = lambda: all(not missing_parts(job, c.num_parts, model) for _, _, job in jobs)  # noqa: E731
+            wait_until(waiting, c.wait_timeout, c.poll_interval,
+                       f"parts 1-{c.num_parts - 1} of round {r}'s predictions in {jobs[0][2].parent} "
+                       f"(start `ulseg refine ... --num-parts {c.num_parts} --part-id I` for I = 1..{c.num_parts - 1})",
+                       self.say)
+        for _, cases, job in jobs:
+            collect_predictions(job, c.num_parts, cases, self.ending)
+        return {"num_parts": c.num_parts, "jobs": [Path(os.path.relpath(job, self.work)).as_posix()
+                                                   for _, _, job in jobs]}
+
+    def _predict_part(self, r: int, fold: int, cases: list[str], job: Path, model: list[dict]) -> None:
+        """Predict this process' share of one job unless its current marker exists."""
+        c = self.cfg
+        folder = part_folder(job, c.part_id, c.num_parts)
+        if part_done(folder, model):
+            self.say(f"  round {r} fold {fold} part {c.part_id}: already predicted")
+            return
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        mine = part_cases(cases, c.part_id, c.num_parts)
+        raw_images = self.paths.raw / self.dataset_name(r) / "imagesTr"
+        if c.cross_val:
+            source = job / f"input_part{c.part_id}of{c.num_parts}"
+            if source.exists():
+                shutil.rmtree(source)
+            source.mkdir(parents=True)
+            wanted = set(cases)
+            for f in raw_images.iterdir():
+                if f.name.endswith(self.ending) and f.name[: -len(self.ending) - 5] in wanted:
+                    link_file(f, source / f.name)
+        else:
+            source = raw_images
+        if mine:
+            self.backend.predict(self.dataset_name(r), [fold], source, folder, c.num_parts, c.part_id)
+        absent = [case for case in mine if not (folder / f"{case}{self.ending}").exists()]
+        if absent:
+            raise RefineError(f"nnUNetv2_predict left {len(absent)} case(s) of part {c.part_id} unpredicted in "
+                              f"{folder}: {', '.join(absent[:5])}")
+        mark_part_done(folder, c.part_id, c.num_parts, mine, model)
+
+    def _build(self, r: int) -> dict:
+        """Round r's raw dataset from round r-1's predictions."""
+        m, prev = self.manifest, r - 1
+        entry = m.round(r)
+        if entry is None:
+            used = used_dataset_ids([self.paths.raw, self.paths.preprocessed, self.paths.results])
+            used |= {e["dataset_id"] for e in m.data["rounds"].values()}
+            new_id = next_round_dataset_id(dataset_id_of(self.base), prev, used)
+            m.set_round(r, dataset_id=new_id, dataset_name=round_dataset_name(new_id, self.base, r))
+            entry = m.round(r)
+        clash = [p for root in (self.paths.raw, self.paths.preprocessed, self.paths.results)
+                 for p in root.glob(f"Dataset{entry['dataset_id']:03d}_*") if p.name != entry["dataset_name"]]
+        if clash:
+            raise RefineError(f"dataset id {entry['dataset_id']}, recorded for round {r} in {m.path}, is now also "
+                              f"used by {clash[0]}; nnU-Net needs unique ids: move that dataset away")
+        target = self.paths.raw / entry["dataset_name"]
+        for stale in (target, target.with_name(f".{target.name}.partial")):
+            if stale.exists():
+                shutil.rmtree(stale)
+        num_parts = m.steps[f"predict_{prev}"]["num_parts"]
+        predictions = {}
+        for _, cases, job in self.prediction_jobs(prev):
+            predictions.update(collect_predictions(job, num_parts, cases, self.ending))
+        split_file = self.paths.preprocessed / self.base / "splits_final.json"
+        provenance = {"round": r, "base_dataset": self.base, "previous_dataset": self.dataset_name(prev),
+                      "predicted_by": {"trainer": self.cfg.trainer, "plans": self.cfg.plans,
+                                       "configuration": self.cfg.configuration, "folds": self.cfg.folds,
+                                       "cross_val": self.cfg.cross_val, "checkpoint": self.cfg.checkpoint},
+                      "rule": "lesion = p AND e, ignore = (p OR e) - (p AND e), e = round-1 ellipse "
+                              "(AHRNet Sec. 2.3)", "created": now()}
+        stats = build_round_dataset(self.base_raw, self.paths.raw / self.dataset_name(prev), target, predictions,
+                                    read_json(split_file) if split_file.exists() else None, provenance)
+        if stats["link_method"] != ["symlink"]:
+            self.say(f"  symbolic links unavailable: images linked by {', '.join(stats['link_method'])}")
+        self.say(f"  {target.name}: {stats['cases']} cases, ignore {100 * stats['ignore_fraction']:.2f} % of pixels, "
+                 f"{100 * stats['label_change']:.2f} % changed, {stats['fallback_cases']} ellipse fallbacks")
+        return {"dataset": entry["dataset_name"], "labels": stats}
+
+    def _preprocess(self, r: int) -> dict:
+        """Round 1's plans, fingerprint and split for round r, then ``nnUNetv2_preprocess``."""
+        name = self.dataset_name(r)
+        pre, base_pre = self.paths.preprocessed / name, self.paths.preprocessed / self.base
+        if pre.exists():
+            shutil.rmtree(pre)
+        pre.mkdir(parents=True)
+        transfer_plans(self.paths.preprocessed, self.base, name, self.cfg.plans)
+        shutil.copy2(self.paths.raw / name / "dataset.json", pre / "dataset.json")
+        fingerprint = base_pre / "dataset_fingerprint.json"
+        if not fingerprint.exists():
+            raise FileNotFoundError(f"{fingerprint} not found: nnUNetv2_train copies it; re-plan round 1")
+        shutil.copy2(fingerprint, pre / "dataset_fingerprint.json")
+        if (base_pre / "splits_final.json").exists():
+            shutil.copy2(base_pre / "splits_final.json", pre / "splits_final.json")
+        self.backend.preprocess(name)
+        return {"plans_from": self.base}
+
+    # -- other parts -------------------------------------------------------------------
+    def _serve_part(self) -> RefineResult:
+        c = self.cfg
+        wait_until(self.manifest_path.exists, c.wait_timeout, c.poll_interval,
+                   f"part 0 to create {self.manifest_path}", self.say)
+        predicted: list[int] = []
+        while True:
+            self.manifest = Manifest.read(self.manifest_path)
+            self.manifest.check_arguments({**self.arguments,
+                                           "rounds": max(c.rounds, self.manifest.arguments["rounds"])})
+            r = self._next_round_for_part()
+            if r is None:
+                break
+            if not self._trained(r):
+                wait_until(lambda: self._trained(r, reload=True), c.wait_timeout, c.poll_interval,
+                           f"part 0 to finish training round {r}", self.say)
+            model = self._model(r)
+            for fold, cases, job in self.prediction_jobs(r):
+                self.say(f"round {r}: predicting part {c.part_id} of {c.num_parts} (fold {fold})")
+                self._predict_part(r, fold, cases, job, model)
+            predicted.append(r)
+            if not c.follow:
+                break
+        self.say(f"part {c.part_id} of {c.num_parts}: "
+                 + (f"predicted round(s) {predicted}" if predicted else "nothing left to predict")
+                 + "; part 0 builds the next rounds")
+        return RefineResult(self.work, self.manifest_path, "part", predicted_rounds=predicted)
+
+    def _trained(self, r: int, reload: bool = False) -> bool:
+        if reload:
+            self.manifest = Manifest.read(self.manifest_path)
+        return all(self.manifest.is_done(s) for s in self.train_steps(r))
+
+    def _next_round_for_part(self) -> int | None:
+        """The first round whose training-case predictions still need this part."""
+        m, c = self.manifest, self.cfg
+        for r in range(1, max(c.rounds, m.arguments["rounds"])):
+            if m.is_done(f"predict_{r}"):
+                continue
+            if self._trained(r):
+                model = self._model(r)
+                if all(part_done(part_folder(job, c.part_id, c.num_parts), model)
+                       for _, _, job in self.prediction_jobs(r)):
+                    continue
+            return r
+        return None
+
+
+@contextlib.contextmanager
+def coordinator_lock(path: str | os.PathLike):
+    """Hold ``path`` (created exclusively, holding host and pid) while the block runs.
+
+    A lock held by a live process, or by any process on another host, is a
+    :class:`RefineError`; one left by a dead process on this host is taken over.
+    """
+    path = Path(path)
+    host = socket.gethostname()
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                other = json.loads(path.read_text())
+            except (OSError, ValueError):
+                other = {}
+            if other.get("host") == host and isinstance(other.get("pid"), int) and not _alive(other["pid"]):
+                path.unlink(missing_ok=True)
+                continue
+            raise RefineError(f"another ulseg refine coordinator holds {path} (host {other.get('host')}, pid "
+                              f"{other.get('pid')}, since {other.get('started')}); if it is no longer running, "
+                              "delete that file") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump({"host": host, "pid": os.getpid(), "started": now()}, f)
+        break
+    else:  # pragma: no cover - a second stale lock appeared between two attempts
+        raise RefineError(f"could not take {path}")
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,60 @@
+"""The refinement report against true masks, on a generated sample (fake nnU-Net backend)."""
+from __future__ import annotations
+
+import pytest
+
+from nnunet_ulseg.evaluation.overlap import summarize
+from nnunet_ulseg.refine.report import build_report, score_training_labels
+from nnunet_ulseg.refine.rounds import refine
+from nnunet_ulseg.workflow.nnunet import NNUNetPaths
+from nnunet_ulseg.workflow.slice_scores import score_folder
+
+from refine_support import FakeBackend
+
+TRAINER = "nnUNetTrainerFake"
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    from nnunet_ulseg.conversion.deeplesion import convert_deeplesion
+    from nnunet_ulseg.demo import make_sample
+
+    root = tmp_path_factory.mktemp("refine_report")
+    sample = make_sample(root / "deeplesion", n_lesions=12, seed=0, progress=False)
+    paths = NNUNetPaths.under(root).create()
+    convert_deeplesion(sample, paths.raw / "Dataset501_Sample", num_processes=1, progress=False)
+    backend = FakeBackend(paths, TRAINER)
+    result = refine(501, TRAINER, paths=paths, backend=backend, echo=None, rounds=2, truth=sample, device="cpu")
+    return {"paths": paths, "sample": sample, "result": result, "backend": backend}
+
+
+def test_score_training_labels_covers_train_and_val_cases(sample_run):
+    raw = sample_run["paths"].raw / "Dataset501_Sample"
+    got = score_training_labels(raw / "labelsTr", raw / "lesions.csv", sample_run["sample"])
+    parts = [score_folder(raw / "labelsTr", raw / "lesions.csv", sample_run["sample"], split)["per_lesion"]
+             for split in ("train", "val")]
+    assert got == summarize([r["dice"] for p in parts for r in p])
+    assert got["n"] == len(list((raw / "labelsTr").glob("*.mha"))) and 0.3 < got["mean"] <= 1
+
+
+def test_report_with_truth_scores_pseudo_masks_and_models(sample_run):
+    report = sample_run["result"].report
+    paths = sample_run["paths"]
+    r1, r2 = report["rounds"]
+    assert r1["pseudo_mask_dice"]["n"] == r2["pseudo_mask_dice"]["n"] == r1["cases"]
+    # round 1's pseudo masks are the ellipses; the fake model's blocks change them
+    assert r1["pseudo_mask_dice"] != r2["pseudo_mask_dice"]
+    n_test = len(list((paths.raw / "Dataset501_Sample" / "imagesTs").glob("*_0000.mha")))
+    assert r1["test_dice"]["n"] == r2["test_dice"]["n"] == n_test > 0
+    assert report["ellipse_test_dice"]["n"] == n_test
+    tests = [c for c in sample_run["backend"].calls if c[0] == "predict" and c[3] == "imagesTs"]
+    assert [c[1] for c in tests] == ["Dataset501_Sample", "Dataset601_Sample_round2"]
+    # the report is rebuilt from the manifest alone, and without truth it carries no scores
+    import json
+
+    manifest = json.loads(sample_run["result"].manifest.read_text())
+    again = build_report(manifest, paths.raw, sample_run["result"].work_dir, sample_run["sample"])
+    assert again == report
+    plain = build_report(manifest, paths.raw, sample_run["result"].work_dir)
+    assert "pseudo_mask_dice" not in plain["rounds"][0] and "ellipse_test_dice" not in plain
+    assert [r["ignore_fraction"] for r in plain["rounds"]] == [r1["ignore_fraction"], r2["ignore_fraction"]]
