@@ -25,7 +25,7 @@ def planned_sample(root: Path, lesions: int, seed: int, dataset_id: int, preproc
     from nnunet_ulseg.workflow.nnunet import NNUNetPaths, console_script
 
     paths = NNUNetPaths.under(root).create()
-    env = paths.environ()
+    env = paths.environ(num_processes=num_processes)
     os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
                                            "nnUNet_extTrainer")})
     name = f"Dataset{dataset_id:03d}_Bench"

@@ -46,7 +46,7 @@ def planned(tmp_path_factory):
     convert_deeplesion(sample, raw, num_processes=2, progress=False)
     (paths.preprocessed / DATASET).mkdir(parents=True)
     shutil.copy2(raw / "splits_final.json", paths.preprocessed / DATASET / "splits_final.json")
-    env = paths.environ()
+    env = paths.environ(num_processes=2)
     _run([console_script("nnUNetv2_plan_and_preprocess"), "-d", DATASET_ID, "-c", "2d", "-np", "2",
           "--verify_dataset_integrity"], env)
     return {"root": root, "paths": paths, "env": env, "raw": raw, "sample": sample}
@@ -100,11 +100,12 @@ def test_ulseg_demo_cli_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "nnunet_ulseg.cli", "demo", "--out", str(out), "--lesions", "12", "--seed", "5",
-         "--trainer", "nnUNetTrainerULSeg_1epochs", "--device", "cpu"],
+         "--trainer", "nnUNetTrainerAHRNetRLS_1epochs", "--rounds", "1", "--device", "cpu"],
         capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "(a) RECIST ellipse pseudo masks" in proc.stdout
-    assert "(b) nnU-Net model" in proc.stdout
+    assert "(b) nnU-Net model, round 1" in proc.stdout
+    assert "Dice by type" in proc.stdout and "gallery.png" in proc.stdout
     summary = json.loads((out / "demo_summary.json").read_text())
     assert 0.3 < summary["ellipse_pseudo_masks"]["mean"] <= 1.0
     assert 0.0 <= summary["model"]["mean"] <= 1.0

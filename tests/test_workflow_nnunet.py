@@ -32,3 +32,12 @@ def test_run_command_logs_echoes_and_reports_failure(tmp_path):
     with pytest.raises(NNUNetCommandError, match="status 3.*\n.*boom"):
         run_command([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], dict(os.environ), log,
                     echo=None)
+
+
+def test_environ_bounds_nnunet_worker_pools_unless_user_set_them(tmp_path):
+    paths = NNUNetPaths.under(tmp_path)
+    env = paths.environ({"PATH": "/bin"}, num_processes=2)
+    assert env["nnUNet_n_proc_DA"] == "2" and env["nnUNet_def_n_proc"] == "2"
+    env = paths.environ({"nnUNet_n_proc_DA": "6"}, num_processes=2)
+    assert env["nnUNet_n_proc_DA"] == "6"
+    assert "nnUNet_n_proc_DA" not in paths.environ({"PATH": "/bin"})

@@ -69,9 +69,7 @@ class NNUNetBackend:
 
     @property
     def env(self) -> dict[str, str]:
-        env = self.paths.environ()
-        env.setdefault("nnUNet_def_n_proc", str(self.num_processes))
-        return env
+        return self.paths.environ(num_processes=self.num_processes)
 
     def _run(self, args: list[str]) -> None:
         run_command(args, self.env, self.log, self.echo)

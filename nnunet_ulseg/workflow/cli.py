@@ -16,8 +16,14 @@ def add_demo_parser(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("ulseg_demo"), help="output folder (default: ulseg_demo)")
     p.add_argument("--lesions", type=int, default=48, help="lesions in the generated sample (default: 48)")
     p.add_argument("--seed", type=int, default=0, help="sample seed (default: 0)")
-    p.add_argument("--trainer", default="nnUNetTrainerULSeg_10epochs",
-                   help="nnU-Net trainer class (default: nnUNetTrainerULSeg_10epochs)")
+    p.add_argument("--trainer", default="nnUNetTrainerAHRNetW18RLS_10epochs",
+                   help="nnU-Net trainer class (default: nnUNetTrainerAHRNetW18RLS_10epochs)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="pseudo-mask rounds (AHRNet Sec. 2.3; default 2, the paper uses 3)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override the short schedule's epochs per round (ULSEG_SHORT_EPOCHS)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="override the short schedule's iterations per epoch (ULSEG_SHORT_ITERATIONS)")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None,
                    help="torch device (default: cuda if available, else cpu)")
     p.add_argument("-np", "--np", dest="num_processes", type=int, default=2,
@@ -31,6 +37,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.lesions < 12:
         raise ValueError("--lesions must be at least 12 so that train, val and test all get patients")
+    if args.rounds < 1:
+        raise ValueError("--rounds must be at least 1")
     run_demo(DemoConfig(out=args.out, lesions=args.lesions, seed=args.seed, trainer=args.trainer,
+                        rounds=args.rounds, epochs=args.epochs, iterations=args.iterations,
                         device=args.device, num_processes=args.num_processes, overwrite=args.overwrite))
     return 0

@@ -5,10 +5,14 @@ Steps (each with real nnU-Net commands, as a user would run them):
 1. write a DeepLesion-format sample with true masks (:func:`nnunet_ulseg.demo.make_sample`);
 2. convert it to an nnU-Net raw dataset of RECIST-ellipse pseudo masks;
 3. ``nnUNetv2_plan_and_preprocess -c 2d``;
-4. ``nnUNetv2_train`` with a short-schedule trainer (fold 0 = the sample's own patient split);
-5. ``nnUNetv2_predict`` on the test split;
-6. paste every crop back into its key slice and score it against the true mask:
-   (a) the ellipse pseudo masks themselves, (b) the trained model.
+4. ``ulseg refine``: round 1 trains a short-schedule trainer on the ellipses
+   (``nnUNetv2_train``, fold 0 = the sample's own patient split); each later round
+   predicts the training cases, rebuilds the labels as p∩e / ignore / background
+   (AHRNet Sec. 2.3) and retrains; every round's model predicts the test split
+   (``nnUNetv2_predict``) and the per-round table is printed;
+5. paste every crop back into its key slice and score it against the true mask:
+   (a) the ellipse pseudo masks themselves, (b) the trained model of each round;
+6. ``ulseg evaluate`` on the same folders: metrics table, Dice histogram, gallery.
 
 All of it lives under one folder (its own nnUNet_raw/_preprocessed/_results), so the
 demo never touches a user's nnU-Net folders.
@@ -16,8 +20,10 @@ demo never touches a user's nnU-Net folders.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +40,10 @@ class DemoConfig:
     out: Path = Path("ulseg_demo")
     lesions: int = 48
     seed: int = 0
-    trainer: str = "nnUNetTrainerULSeg_10epochs"
+    trainer: str = "nnUNetTrainerAHRNetW18RLS_10epochs"
+    rounds: int = 2
+    epochs: int | None = None
+    iterations: int | None = None
     dataset_id: int = 501
     device: str | None = None
     num_processes: int = 2
@@ -52,6 +61,7 @@ class DemoResult:
     ellipse: dict
     model: dict
     timings: dict[str, float] = field(default_factory=dict)
+    per_round: dict[int, dict] = field(default_factory=dict)
 
 
 def prepare_out_dir(out: Path, overwrite: bool) -> None:
@@ -68,6 +78,8 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
     from nnunet_ulseg.demo import make_sample
+    from nnunet_ulseg.refine import refine
+    from nnunet_ulseg.refine.report import format_report
 
     say = print if cfg.echo else (lambda *a, **k: None)
     out = Path(cfg.out).resolve()
@@ -78,7 +90,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     timings: dict[str, float] = {}
 
     def step(name: str, n: int) -> float:
-        say(f"[{n}/7] {name}")
+        say(f"[{n}/6] {name}")
         return time.perf_counter()
 
     t = step(f"writing a DeepLesion-format sample of {cfg.lesions} lesions (seed {cfg.seed})", 1)
@@ -94,50 +106,73 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     exp.plan_and_preprocess()
     timings["plan_preprocess"] = time.perf_counter() - t
 
-    t = step(f"nnUNetv2_train {cfg.dataset_id} 2d 0 -tr {cfg.trainer} -device {exp.device}", 4)
-    exp.train(cfg.trainer)
-    timings["train"] = time.perf_counter() - t
+    t = step(f"ulseg refine: {cfg.rounds} round(s) of nnUNetv2_train -tr {cfg.trainer} on {exp.device}; "
+             "round 1 learns from the ellipses, each later round from p∩e with (p∪e)−(p∩e) ignored", 4)
+    with _short_schedule(cfg.epochs, cfg.iterations):
+        result = refine(exp.dataset_id, cfg.trainer, paths=exp.paths, echo=exp.echo, rounds=cfg.rounds,
+                        truth=sample, device=exp.device, num_processes=cfg.num_processes, fold=0)
+    timings["train_refine"] = time.perf_counter() - t
+    say(format_report(result.report))
+    predictions = {r: result.work_dir / f"round{r}" / "test_predictions" for r in range(1, cfg.rounds + 1)}
 
-    t = step("nnUNetv2_predict on the test split" + ("" if exp.device == "cuda" else " (no mirroring TTA on CPU)"), 5)
-    pred_dir = out / "predictions" / cfg.trainer
-    exp.predict(cfg.trainer, exp.raw / "imagesTs", pred_dir)
-    timings["predict"] = time.perf_counter() - t
-
-    t = step("scoring in slice geometry against the true masks", 6)
+    t = step("scoring the test split in slice geometry against the true masks", 5)
     sidecar = exp.raw / "lesions.csv"
     ellipse = score_folder(exp.raw / "pseudolabelsTs", sidecar, sample, split="test")
-    model = score_folder(pred_dir, sidecar, sample, split="test")
+    rounds = {r: score_folder(p, sidecar, sample, split="test") for r, p in predictions.items()}
     timings["score"] = time.perf_counter() - t
 
-    t = step("ulseg evaluate: per-lesion metrics, RECIST axes in mm, plots", 7)
-    evaluation = evaluate_demo(exp, sample, pred_dir, out / "evaluation", cfg.trainer)
+    t = step("ulseg evaluate: per-lesion metrics, RECIST axes in mm, plots", 6)
+    evaluation = evaluate_demo(exp, sample, predictions, out / "evaluation")
     timings["evaluate"] = time.perf_counter() - t
 
-    result = DemoResult(out, ellipse, model, timings)
+    demo = DemoResult(out, ellipse, rounds[cfg.rounds], timings, {r: v["summary"] for r, v in rounds.items()})
     (out / "demo_summary.json").write_text(json.dumps(
-        {"ellipse_pseudo_masks": ellipse["summary"], "model": model["summary"], "trainer": cfg.trainer,
+        {"ellipse_pseudo_masks": ellipse["summary"], "model": rounds[cfg.rounds]["summary"],
+         "model_per_round": {str(r): v["summary"] for r, v in rounds.items()}, "trainer": cfg.trainer,
          "device": exp.device, "timings_s": timings}, indent=2))
     say(evaluation.table)
     say("  plots and tables: " + ", ".join(str(p) for p in evaluation.files.values()))
-    say(format_result(result, cfg.trainer))
-    return result
+    say(format_result(demo, cfg.trainer))
+    return demo
 
 
-def evaluate_demo(exp: Experiment, sample: Path, pred_dir: Path, out_dir: Path, trainer: str):
-    """``ulseg evaluate`` on the model and on the ellipse pseudo masks, with the true masks as reference."""
+@contextmanager
+def _short_schedule(epochs: int | None, iterations: int | None):
+    """Set ``ULSEG_SHORT_EPOCHS``/``_ITERATIONS`` for the nnU-Net subprocesses, then restore them."""
+    names = {"ULSEG_SHORT_EPOCHS": epochs, "ULSEG_SHORT_ITERATIONS": iterations}
+    old = {k: os.environ.get(k) for k in names}
+    try:
+        for k, v in names.items():
+            if v is not None:
+                os.environ[k] = str(v)
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def evaluate_demo(exp: Experiment, sample: Path, predictions: dict[int, Path], out_dir: Path):
+    """``ulseg evaluate`` on each round's model and on the ellipse pseudo masks, true masks as reference."""
     from nnunet_ulseg.evaluation.evaluate import evaluate_folders
     from nnunet_ulseg.evaluation.references import write_reference_crops
 
     sidecar = exp.raw / "lesions.csv"
     truth = out_dir.parent / "truthTs"
     write_reference_crops(sample, sidecar, truth, split="test")
-    return evaluate_folders([pred_dir, exp.raw / "pseudolabelsTs"], truth, sidecar, out_dir,
-                            names=[trainer, "ellipse"], split="test", images_dir=exp.raw / "imagesTs")
+    return evaluate_folders([*predictions.values(), exp.raw / "pseudolabelsTs"], truth, sidecar, out_dir,
+                            names=[f"round {r}" for r in predictions] + ["ellipse"], split="test",
+                            images_dir=exp.raw / "imagesTs")
 
 
 def format_result(result: DemoResult, trainer: str) -> str:
-    rows = [("(a) RECIST ellipse pseudo masks", result.ellipse["summary"]),
-            (f"(b) nnU-Net model ({trainer})", result.model["summary"])]
+    rows = [("(a) RECIST ellipse pseudo masks", result.ellipse["summary"])]
+    last = max(result.per_round) if result.per_round else None
+    for r, summary in sorted(result.per_round.items()):
+        tag = "(b) " if r == last else "    "
+        rows.append((f"{tag}nnU-Net model, round {r} ({trainer})", summary))
     width = max(len(name) for name, _ in rows)
     lines = ["", "Dice on the test split, key slice, original geometry, vs. true masks:",
              f"  {'':{width}s} {'n':>4s} {'mean':>7s} {'std':>7s} {'median':>7s} {'worst':>7s}"]

@@ -28,12 +28,8 @@ class Experiment:
 
     @property
     def env(self) -> dict[str, str]:
-        """nnU-Net's variables, plus ``nnUNet_def_n_proc`` = ``num_processes`` unless the user set it:
-        nnU-Net otherwise spawns 8 processes to export every training's final validation,
-        which costs minutes on a 2-core machine."""
-        env = self.paths.environ()
-        env.setdefault("nnUNet_def_n_proc", str(self.num_processes))
-        return env
+        """nnU-Net's variables, its worker pools bounded by ``num_processes`` (:meth:`NNUNetPaths.environ`)."""
+        return self.paths.environ(num_processes=self.num_processes)
 
     @property
     def raw(self) -> Path:

@@ -55,13 +55,20 @@ class NNUNetPaths:
             p.mkdir(parents=True, exist_ok=True)
         return self
 
-    def environ(self, base: dict[str, str] | None = None) -> dict[str, str]:
+    def environ(self, base: dict[str, str] | None = None, num_processes: int | None = None) -> dict[str, str]:
         """``base`` (default: this process' environment) plus nnU-Net's variables.
 
         ``nnUNet_extTrainer`` gets our trainers folder prepended to whatever the user
-        already has there.
+        already has there.  With ``num_processes``, nnU-Net's worker pools are bounded by
+        it unless the user set them: ``nnUNet_n_proc_DA`` (data-augmentation workers per
+        training; nnU-Net's default is sized for its own GPU servers) and
+        ``nnUNet_def_n_proc`` (8 processes export every training's final validation).
+        On a 2-core machine their defaults cost minutes per training.
         """
         env = dict(os.environ if base is None else base)
+        if num_processes is not None:
+            env.setdefault("nnUNet_n_proc_DA", str(num_processes))
+            env.setdefault("nnUNet_def_n_proc", str(num_processes))
         env["nnUNet_raw"] = str(self.raw)
         env["nnUNet_preprocessed"] = str(self.preprocessed)
         env["nnUNet_results"] = str(self.results)
