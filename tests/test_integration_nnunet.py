@@ -57,7 +57,8 @@ def _results(planned, trainer) -> Path:
 
 
 @pytest.mark.parametrize("trainer", ["nnUNetTrainerULSeg_1epochs", "nnUNetTrainerBCEIoU_1epochs",
-                                     "nnUNetTrainerLS_1epochs", "nnUNetTrainerRLS_1epochs"])
+                                     "nnUNetTrainerLS_1epochs", "nnUNetTrainerRLS_1epochs",
+                                     "nnUNetTrainerAHRNetRLS_1epochs"])
 def test_train_one_epoch_writes_checkpoint_and_validation(planned, trainer):
     _run([console_script("nnUNetv2_train"), DATASET_ID, "2d", "0", "-tr", trainer, "-device", "cpu"],
          planned["env"])
@@ -72,18 +73,21 @@ def test_train_one_epoch_writes_checkpoint_and_validation(planned, trainer):
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     if trainer != "nnUNetTrainerULSeg_1epochs":
         assert "train components: bce" in log
-    if trainer in ("nnUNetTrainerRLS_1epochs", "nnUNetTrainerLS_1epochs"):
+    if "RLS" in trainer or "LS_" in trainer:
         assert "regional level set loss switched on" in log
         rls = float(log.split("train components:")[1].split("rls")[1].split()[0])
         assert rls > 0
+    if "AHRNet" in trainer:
+        assert "network: AHRNet +DE+DA+SA (row 4), HRNet w32" in log
+        assert "training from scratch" in log
 
 
-def test_predict_test_split(planned):
-    trainer = "nnUNetTrainerRLS_1epochs"
+@pytest.mark.parametrize("trainer", ["nnUNetTrainerRLS_1epochs", "nnUNetTrainerAHRNetRLS_1epochs"])
+def test_predict_test_split(planned, trainer):
     if not (_results(planned, trainer) / "checkpoint_final.pth").exists():
         _run([console_script("nnUNetv2_train"), DATASET_ID, "2d", "0", "-tr", trainer, "-device", "cpu"],
              planned["env"])
-    out = planned["root"] / "pred"
+    out = planned["root"] / f"pred_{trainer}"
     images = planned["raw"] / "imagesTs"
     _run([console_script("nnUNetv2_predict"), "-i", images, "-o", out, "-d", DATASET_ID, "-c", "2d", "-f", "0",
           "-tr", trainer, "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_tta"], planned["env"])
@@ -100,7 +104,7 @@ def test_ulseg_demo_cli_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "nnunet_ulseg.cli", "demo", "--out", str(out), "--lesions", "12", "--seed", "5",
-         "--trainer", "nnUNetTrainerAHRNetRLS_1epochs", "--rounds", "1", "--device", "cpu"],
+         "--trainer", "nnUNetTrainerULSeg_1epochs", "--rounds", "1", "--device", "cpu"],
         capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "(a) RECIST ellipse pseudo masks" in proc.stdout

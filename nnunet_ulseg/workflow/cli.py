@@ -16,8 +16,8 @@ def add_demo_parser(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("ulseg_demo"), help="output folder (default: ulseg_demo)")
     p.add_argument("--lesions", type=int, default=48, help="lesions in the generated sample (default: 48)")
     p.add_argument("--seed", type=int, default=0, help="sample seed (default: 0)")
-    p.add_argument("--trainer", default="nnUNetTrainerAHRNetW18RLS_10epochs",
-                   help="nnU-Net trainer class (default: nnUNetTrainerAHRNetW18RLS_10epochs)")
+    p.add_argument("--trainer", default="nnUNetTrainerAHRNetW18RLS_5epochs",
+                   help="nnU-Net trainer class (default: nnUNetTrainerAHRNetW18RLS_5epochs)")
     p.add_argument("--rounds", type=int, default=2,
                    help="pseudo-mask rounds (AHRNet Sec. 2.3; default 2, the paper uses 3)")
     p.add_argument("--epochs", type=int, default=None,

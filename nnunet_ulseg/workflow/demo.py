@@ -40,7 +40,7 @@ class DemoConfig:
     out: Path = Path("ulseg_demo")
     lesions: int = 48
     seed: int = 0
-    trainer: str = "nnUNetTrainerAHRNetW18RLS_10epochs"
+    trainer: str = "nnUNetTrainerAHRNetW18RLS_5epochs"
     rounds: int = 2
     epochs: int | None = None
     iterations: int | None = None
@@ -79,7 +79,6 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
 def run_demo(cfg: DemoConfig) -> DemoResult:
     from nnunet_ulseg.demo import make_sample
     from nnunet_ulseg.refine import refine
-    from nnunet_ulseg.refine.report import format_report
 
     say = print if cfg.echo else (lambda *a, **k: None)
     out = Path(cfg.out).resolve()
@@ -112,7 +111,6 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         result = refine(exp.dataset_id, cfg.trainer, paths=exp.paths, echo=exp.echo, rounds=cfg.rounds,
                         truth=sample, device=exp.device, num_processes=cfg.num_processes, fold=0)
     timings["train_refine"] = time.perf_counter() - t
-    say(format_report(result.report))
     predictions = {r: result.work_dir / f"round{r}" / "test_predictions" for r in range(1, cfg.rounds + 1)}
 
     t = step("scoring the test split in slice geometry against the true masks", 5)
