@@ -21,7 +21,8 @@ from pathlib import Path
 from _nnunet_setup import temp_root
 
 DEFAULT_TRAINERS = ["nnUNetTrainerULSeg_10epochs", "nnUNetTrainerBCEIoU_10epochs", "nnUNetTrainerRLS_10epochs",
-                    "nnUNetTrainerLS_10epochs"]
+                    "nnUNetTrainerLS_10epochs", "nnUNetTrainerHRNet_10epochs", "nnUNetTrainerHRNetRLS_10epochs",
+                    "nnUNetTrainerAHRNet_10epochs", "nnUNetTrainerAHRNetRLS_10epochs"]
 
 
 def main() -> None:
@@ -32,6 +33,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=25)
+    parser.add_argument("--refine-rounds", type=int, default=0,
+                        help="also run ulseg refine with this many rounds for the best trainer (rows per round)")
     parser.add_argument("--device", default=None)
     parser.add_argument("-np", type=int, default=2)
     parser.add_argument("--keep", default=None, help="work folder to keep (default: a temp folder)")
@@ -61,6 +64,19 @@ def main() -> None:
         seconds[trainer] = time.perf_counter() - t
         rows[trainer] = score_folder(pred, sidecar, sample)["summary"]
         print(f"  done {trainer} in {seconds[trainer]:.0f} s", file=sys.stderr)
+
+    if args.refine_rounds > 1:
+        from nnunet_ulseg.refine import refine
+
+        best = max(args.trainers, key=lambda name: rows[name]["mean"])
+        t = time.perf_counter()
+        # round 1 is the model trained above; with truth, refine predicts the test split every round
+        result = refine(exp.dataset_id, best, paths=exp.paths, echo=None, rounds=args.refine_rounds, fold=0,
+                        truth=sample, device=exp.device, num_processes=args.np)
+        seconds[f"refine {best}"] = time.perf_counter() - t
+        for r in range(1, args.refine_rounds + 1):
+            pred = result.work_dir / f"round{r}" / "test_predictions"
+            rows[f"{best}, round {r}"] = score_folder(pred, sidecar, sample)["summary"]
 
     print(f"{args.lesions} lesions (seed {args.seed}), {args.epochs} epochs x {args.iterations} iterations, "
           f"device {exp.device}; Dice on the test split vs true masks (key slice, original geometry)")

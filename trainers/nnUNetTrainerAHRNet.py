@@ -59,6 +59,10 @@ class nnUNetTrainerAHRNetRLS_10epochs(ShortSchedule, nnUNetTrainerAHRNetRLS):
     pass
 
 
+class nnUNetTrainerAHRNetW18_10epochs(ShortSchedule, nnUNetTrainerAHRNetW18):
+    pass
+
+
 class nnUNetTrainerAHRNetW18RLS_5epochs(ShortSchedule, nnUNetTrainerAHRNetW18RLS):
     """``ulseg demo``'s default: two refinement rounds fit in 10 minutes on 2 CPU cores (measured 9:14 at
     25 iterations per epoch on a quiet machine; 20 leaves a margin)."""
