@@ -41,3 +41,27 @@ def test_environ_bounds_nnunet_worker_pools_unless_user_set_them(tmp_path):
     env = paths.environ({"nnUNet_n_proc_DA": "6"}, num_processes=2)
     assert env["nnUNet_n_proc_DA"] == "6"
     assert "nnUNet_n_proc_DA" not in paths.environ({"PATH": "/bin"})
+
+
+def test_experiment_runs_nnunet_commands_with_bounded_pools(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import nnunet_ulseg.refine.backend as backend
+    from nnunet_ulseg.workflow.experiment import Experiment
+
+    calls = []
+    monkeypatch.setattr(backend, "run_command", lambda args, env, log, echo: calls.append((args, env)))
+    monkeypatch.delenv("nnUNet_n_proc_DA", raising=False)
+    exp = Experiment(NNUNetPaths.under(tmp_path), 501, "Dataset501_X", tmp_path / "log", device="cpu",
+                     num_processes=3)
+    exp.plan_and_preprocess()
+    exp.train("nnUNetTrainerRLS_1epochs", fold=0)
+    exp.predict("nnUNetTrainerRLS_1epochs", Path("/in"), Path("/out"))
+    exp.predict("nnUNetTrainerRLS_1epochs", Path("/in"), Path("/out2"), tta=True)
+    names = [Path(args[0]).name for args, _ in calls]
+    assert names == ["nnUNetv2_plan_and_preprocess", "nnUNetv2_train", "nnUNetv2_predict", "nnUNetv2_predict"]
+    plan, train, predict, predict_tta = (list(map(str, a)) for a, _ in calls)
+    assert plan[1:] == ["-d", "501", "-c", "2d", "-np", "3", "-npfp", "3", "--verify_dataset_integrity"]
+    assert train[1:5] == ["501", "2d", "0", "-tr"] and "cpu" in train
+    assert "--disable_tta" in predict and "--disable_tta" not in predict_tta  # CPU: no mirroring by default
+    assert all(env["nnUNet_n_proc_DA"] == "3" for _, env in calls)

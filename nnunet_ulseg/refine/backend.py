@@ -47,8 +47,9 @@ def transfer_plans(preprocessed_root: str | os.PathLike, source: str, target: st
 class NNUNetBackend:
     """Runs nnU-Net's commands for ``ulseg refine`` in ``paths``; output goes to ``log``.
 
-    The argument lists are those of :class:`~nnunet_ulseg.workflow.experiment.Experiment`
-    plus what refinement needs (``-p``, ``-pretrained_weights``, ``-chk``, several folds,
+    The one place that builds nnU-Net command lines: :class:`~nnunet_ulseg.workflow.experiment.Experiment`
+    (demo, benchmarks) delegates here too.  Beyond plan/train/predict it covers what
+    refinement needs (``-p``, ``-pretrained_weights``, ``-chk``, several folds,
     ``-num_parts/-part_id``).  ``num_processes`` also bounds nnU-Net's own worker pools:
     ``-npfp`` for the fingerprint, and ``nnUNet_def_n_proc`` (unless the user set it), the
     pool that exports the final validation of every training; nnU-Net's default of 8
@@ -102,7 +103,7 @@ class NNUNetBackend:
                 num_parts: int = 1, part_id: int = 0) -> None:
         """``nnUNetv2_predict`` of ``input_dir`` with the model (ensemble) of ``folds``.
 
-        Mirroring TTA follows :meth:`Experiment.predict`: on for CUDA only unless ``tta`` is set.
+        Mirroring TTA is on for CUDA only unless ``tta`` is set: on a CPU it is 4x the work.
         """
         tta = self.device == "cuda" if self.tta is None else self.tta
         args = [console_script("nnUNetv2_predict"), "-i", str(input_dir), "-o", str(output_dir),

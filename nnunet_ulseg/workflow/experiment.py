@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from nnunet_ulseg.workflow.nnunet import NNUNetPaths, console_script, default_device, run_command
+from nnunet_ulseg.workflow.nnunet import NNUNetPaths, default_device
 
 
 @dataclass
@@ -26,10 +26,12 @@ class Experiment:
     num_processes: int = 2
     echo: Callable[[str], None] | None = print
 
-    @property
-    def env(self) -> dict[str, str]:
-        """nnU-Net's variables, its worker pools bounded by ``num_processes`` (:meth:`NNUNetPaths.environ`)."""
-        return self.paths.environ(num_processes=self.num_processes)
+    def backend(self, trainer: str = "", configuration: str = "2d", tta: bool | None = None):
+        """The command runner (shared with ``ulseg refine``) for ``trainer`` on this dataset's folders."""
+        from nnunet_ulseg.refine.backend import NNUNetBackend
+
+        return NNUNetBackend(self.paths, configuration, trainer, "nnUNetPlans", self.device, self.num_processes,
+                             self.log, tta=tta, echo=self.echo)
 
     @property
     def raw(self) -> Path:
@@ -54,24 +56,13 @@ class Experiment:
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy2(self.raw / "splits_final.json", target / "splits_final.json")
 
-    def plan_and_preprocess(self, configuration: str = "2d") -> float:
-        n = str(self.num_processes)
-        return run_command([console_script("nnUNetv2_plan_and_preprocess"), "-d", str(self.dataset_id),
-                            "-c", configuration, "-np", n, "-npfp", n, "--verify_dataset_integrity"],
-                           self.env, self.log, self.echo)
+    def plan_and_preprocess(self, configuration: str = "2d") -> None:
+        self.backend(configuration=configuration).plan_and_preprocess(self.dataset_name)
 
-    def train(self, trainer: str, fold: int = 0, configuration: str = "2d", extra: list[str] | None = None) -> float:
-        return run_command([console_script("nnUNetv2_train"), str(self.dataset_id), configuration, str(fold),
-                            "-tr", trainer, "-device", self.device, *(extra or [])], self.env, self.log, self.echo)
+    def train(self, trainer: str, fold: int = 0, configuration: str = "2d") -> None:
+        self.backend(trainer, configuration).train(self.dataset_name, fold)
 
-    def predict(self, trainer: str, input_dir: Path, output_dir: Path, fold: int | str = 0,
-                configuration: str = "2d", tta: bool | None = None, extra: list[str] | None = None) -> float:
+    def predict(self, trainer: str, input_dir: Path, output_dir: Path, fold: int = 0,
+                configuration: str = "2d", tta: bool | None = None) -> None:
         """``nnUNetv2_predict``; ``tta=None`` means mirroring TTA on CUDA only (it is 4x the work on a CPU)."""
-        if tta is None:
-            tta = self.device == "cuda"
-        args = [console_script("nnUNetv2_predict"), "-i", str(input_dir), "-o", str(output_dir),
-                "-d", str(self.dataset_id), "-c", configuration, "-f", str(fold), "-tr", trainer,
-                "-device", self.device, "-npp", str(self.num_processes), "-nps", str(self.num_processes)]
-        if not tta:
-            args.append("--disable_tta")
-        return run_command(args + list(extra or []), self.env, self.log, self.echo)
+        self.backend(trainer, configuration, tta).predict(self.dataset_name, [fold], input_dir, output_dir)
