@@ -13,6 +13,7 @@ from nnunet_ulseg.networks.ahrnet import (NETWORK_CLASS_NAME, AHRNet, ahrnet_arc
                                           deep_supervision_scales, deep_supervision_strides)
 from nnunet_ulseg.networks.attention import DualAttention
 from nnunet_ulseg.networks.heads import BaselineHead, DEDecoder
+from network_helpers import conv_output_elements
 
 TINY = {"stem_channels": 8, "stages": [
     {"block": "bottleneck", "num_modules": 1, "num_blocks": [1], "num_channels": [4]},
@@ -113,18 +114,6 @@ def test_state_dict_keys_do_not_depend_on_deep_supervision():
         assert list(on.state_dict()) == list(off.state_dict())
         off.load_state_dict(on.state_dict())
 
-
-def conv_output_elements(model, x):
-    """Elements of every Conv2d/ConvTranspose2d output during one forward (batch 1)."""
-    total, hooks = [0], []
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            hooks.append(m.register_forward_hook(lambda _m, _i, out: total.__setitem__(0, total[0] + out.numel())))
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return total[0]
 
 
 def test_compute_conv_feature_map_size():

@@ -10,6 +10,7 @@ from nnunet_ulseg.networks.blocks import BasicBlock, BlockSequence, Bottleneck, 
 from nnunet_ulseg.networks.configs import HRNET_CONFIGS, resolve_hrnet_config
 from nnunet_ulseg.networks.hrnet import HighResolutionModule, HRNetBackbone, make_stage, make_transition
 from nnunet_ulseg.networks.pretrained import load_pretrained_hrnet, timm_to_backbone_key
+from network_helpers import conv_output_elements
 
 timm = pytest.importorskip("timm")
 
@@ -21,18 +22,6 @@ TINY = {"stem_channels": 8, "stages": [
 ]}
 OPS = dict(norm_op=nn.BatchNorm2d, norm_op_kwargs={"eps": 1e-5}, nonlin=nn.ReLU, nonlin_kwargs={"inplace": True})
 
-
-def conv_output_elements(model, x):
-    """Elements of every Conv2d/ConvTranspose2d output during one forward (batch 1)."""
-    total, hooks = [0], []
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            hooks.append(m.register_forward_hook(lambda _m, _i, out: total.__setitem__(0, total[0] + out.numel())))
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return total[0]
 
 
 # ---------------------------------------------------------------- configs
