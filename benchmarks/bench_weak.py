@@ -5,7 +5,9 @@ planned by nnU-Net; each trainer then trains fold 0 with the same short schedule
 (``--epochs`` x ``--iterations``, applied through ``ULSEG_SHORT_EPOCHS`` /
 ``ULSEG_SHORT_ITERATIONS``), predicts the test split with ``nnUNetv2_predict``, and is
 scored on the key slice, in the original geometry, against the true masks.  The first
-row is the ellipse pseudo masks themselves.  Long: run it by hand, not in CI.
+row is the ellipse pseudo masks themselves.  Each row is printed (with its train+predict
+seconds) and saved to ``bench_weak.json`` as soon as it is scored; re-running with the same
+``--keep`` folder continues where a stopped run ended.  Long: run it by hand, not in CI.
 
     python benchmarks/bench_weak.py --lesions 80 --epochs 20 --iterations 25
 """
@@ -14,7 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -50,41 +53,98 @@ def main() -> None:
     root = temp_root(args.keep)
     exp = Experiment(NNUNetPaths.under(root).create(), 972, "Dataset972_BenchWeak", root / "nnunet.log",
                      device=args.device or default_device(), num_processes=args.np, echo=None)
-    sample = make_sample(root / "deeplesion", n_lesions=args.lesions, seed=args.seed, progress=False)
-    exp.convert(sample, progress=False)
-    exp.plan_and_preprocess()
+    results = Results(root / "bench_weak.json", {**{k: getattr(args, k) for k in SETTINGS}, "device": exp.device})
+    sample = root / "deeplesion"
+    if "RECIST ellipse pseudo masks" not in results.rows:
+        # a set-up cut short is redone from nothing (these folders are this benchmark's own output)
+        for folder in (sample, exp.raw, exp.paths.preprocessed / exp.dataset_name):
+            shutil.rmtree(folder, ignore_errors=True)
+        make_sample(sample, n_lesions=args.lesions, seed=args.seed, progress=False)
+        exp.convert(sample, progress=False)
+        exp.plan_and_preprocess()
     sidecar = exp.raw / "lesions.csv"
-    rows = {"RECIST ellipse pseudo masks": score_folder(exp.raw / "pseudolabelsTs", sidecar, sample)["summary"]}
-    seconds = {}
-    for trainer in args.trainers:
-        t = time.perf_counter()
+    print(f"{args.lesions} lesions (seed {args.seed}), {args.epochs} epochs x {args.iterations} iterations, "
+          f"device {exp.device}; Dice on the test split vs true masks (key slice, original geometry)")
+    print(HEADER, flush=True)
+    results.add("RECIST ellipse pseudo masks", lambda: score_folder(exp.raw / "pseudolabelsTs", sidecar, sample))
+
+    def train_and_score(trainer: str) -> dict:
         exp.train(trainer)
         pred = root / "predictions" / trainer
         exp.predict(trainer, exp.raw / "imagesTs", pred)
-        seconds[trainer] = time.perf_counter() - t
-        rows[trainer] = score_folder(pred, sidecar, sample)["summary"]
-        print(f"  done {trainer} in {seconds[trainer]:.0f} s", file=sys.stderr)
+        return score_folder(pred, sidecar, sample)
+
+    for trainer in args.trainers:
+        results.add(trainer, lambda: train_and_score(trainer))
 
     if args.refine_rounds > 1:
         from nnunet_ulseg.refine import refine
 
-        best = max(args.trainers, key=lambda name: rows[name]["mean"])
-        t = time.perf_counter()
+        best = max(args.trainers, key=lambda name: results.rows[name]["mean"])
         # round 1 is the model trained above; with truth, refine predicts the test split every round
         result = refine(exp.dataset_id, best, paths=exp.paths, echo=None, rounds=args.refine_rounds, fold=0,
                         truth=sample, device=exp.device, num_processes=args.np)
-        seconds[f"refine {best}"] = time.perf_counter() - t
         for r in range(1, args.refine_rounds + 1):
             pred = result.work_dir / f"round{r}" / "test_predictions"
-            rows[f"{best}, round {r}"] = score_folder(pred, sidecar, sample)["summary"]
+            # the seconds of a round's row are those refine's manifest recorded for its steps
+            results.add(f"{best}, round {r}", lambda: score_folder(pred, sidecar, sample),
+                        seconds=round_seconds(result.manifest, r))
+    print(f"(details: {results.path})")
 
-    print(f"{args.lesions} lesions (seed {args.seed}), {args.epochs} epochs x {args.iterations} iterations, "
-          f"device {exp.device}; Dice on the test split vs true masks (key slice, original geometry)")
-    print(f"{'method':40s} {'n':>4s} {'mean':>7s} {'std':>7s} {'median':>7s} {'worst':>7s}")
-    for name, s in rows.items():
-        print(f"{name:40s} {s['n']:4d} {s['mean']:7.4f} {s['std']:7.4f} {s['median']:7.4f} {s['min']:7.4f}")
-    (root / "bench_weak.json").write_text(json.dumps({"rows": rows, "seconds": seconds, "args": vars(args)}, indent=2))
-    print(f"(details: {root / 'bench_weak.json'})")
+
+def round_seconds(manifest_path: Path, r: int) -> float:
+    """Seconds refine's manifest records for round ``r``'s steps (``build_r``, ``train_r``, ``predict_r``...).
+
+    Round 1's training is the trainer's own row, so refine finds it done and records ~0 s for it.
+    """
+    steps = json.loads(manifest_path.read_text())["steps"]
+    return sum(info.get("seconds", 0.0) for name, info in steps.items()
+               if (m := re.match(r"[a-z]+_(\d+)", name)) and int(m.group(1)) == r)
+
+
+SETTINGS = ("lesions", "seed", "epochs", "iterations")
+HEADER = f"{'method':48s} {'n':>4s} {'mean':>7s} {'std':>7s} {'median':>7s} {'worst':>7s}"
+
+
+class Results:
+    """The rows scored so far, saved after each one so that a stopped run loses nothing.
+
+    Running again with the same ``--keep`` folder and settings prints the saved rows and
+    goes on with the rest; other settings in the same folder are an error (the rows would
+    not be comparable).
+    """
+
+    def __init__(self, path: Path, settings: dict):
+        self.path, self.settings = path, settings
+        self.rows: dict[str, dict] = {}
+        self.seconds: dict[str, float] = {}
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved.get("settings") != settings:
+                raise SystemExit(f"{path} holds a run with settings {saved.get('settings')}, not {settings}; "
+                                 f"use another --keep folder")
+            self.rows, self.seconds = saved["rows"], saved["seconds"]
+
+    def add(self, name: str, score, seconds: float | None = None) -> None:
+        """Score ``name`` unless it is saved already; print its row either way.
+
+        ``seconds`` defaults to the time ``score()`` took (training and prediction for a trainer).
+        """
+        if name not in self.rows:
+            t = time.perf_counter()
+            self.rows[name] = score()["summary"]
+            self.seconds[name] = time.perf_counter() - t if seconds is None else seconds
+            self.save()
+        s = self.rows[name]
+        seconds = f"{self.seconds[name]:6.0f} s" if name in self.seconds else ""
+        print(f"{name:48s} {s['n']:4d} {s['mean']:7.4f} {s['std']:7.4f} {s['median']:7.4f} {s['min']:7.4f}  "
+              f"{seconds}", flush=True)
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"settings": self.settings, "rows": self.rows, "seconds": self.seconds},
+                                  indent=2))
+        tmp.replace(self.path)
 
 
 if __name__ == "__main__":
