@@ -89,6 +89,9 @@ def main() -> None:
             # the seconds of a round's row are those refine's manifest recorded for its steps
             results.add(f"{best}, round {r}", lambda: score_folder(pred, sidecar, sample),
                         seconds=round_seconds(result.manifest, r))
+        from nnunet_ulseg.refine.report import format_report
+
+        print(format_report(result.report))
     print(f"(details: {results.path})")
 
 

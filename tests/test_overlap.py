@@ -33,6 +33,21 @@ def test_subset_and_empty_cases():
         Overlap.of(np.zeros((2, 2)), np.zeros((3, 3)))
 
 
+def test_overlap_outside_ignore_hand_computed():
+    ref = np.zeros((6, 6), bool)
+    ref[1:5, 1:5] = True  # 16 px
+    pred = np.zeros((6, 6), bool)
+    pred[3:5, 1:5] = True  # lower half of ref: 8 px
+    ignore = np.zeros((6, 6), bool)
+    ignore[0:3, :] = True  # rows 0-2: covers the 8 missed ref pixels and nothing of pred
+    assert Overlap.of(pred, ref).dice == pytest.approx(16 / 24)
+    o = Overlap.outside(pred, ref, ignore)
+    assert (o.tp, o.fp, o.fn) == (8, 0, 0) and o.dice == 1.0
+    ignore[4, 1] = True  # an ignored pixel that is right in both removes one TP
+    assert (Overlap.outside(pred, ref, ignore).tp, Overlap.outside(pred, ref, ignore).fn) == (7, 0)
+    assert Overlap.outside(pred, ref, np.zeros_like(ref)) == Overlap.of(pred, ref)
+
+
 def test_dice_matches_nnunet_compute_metrics():
     from nnunetv2.evaluation.evaluate_predictions import compute_tp_fp_fn_tn
 

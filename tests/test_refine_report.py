@@ -30,11 +30,50 @@ def sample_run(tmp_path_factory):
 
 def test_score_training_labels_covers_train_and_val_cases(sample_run):
     raw = sample_run["paths"].raw / "Dataset501_Sample"
-    got = score_training_labels(raw / "labelsTr", raw / "lesions.csv", sample_run["sample"])
+    got, labelled = score_training_labels(raw / "labelsTr", raw / "lesions.csv", sample_run["sample"])
     parts = [score_folder(raw / "labelsTr", raw / "lesions.csv", sample_run["sample"], split)["per_lesion"]
              for split in ("train", "val")]
     assert got == summarize([r["dice"] for p in parts for r in p])
     assert got["n"] == len(list((raw / "labelsTr").glob("*.mha"))) and 0.3 < got["mean"] <= 1
+    # round 1's labels are ellipses without ignore pixels: both Dice agree
+    assert labelled == got
+
+
+def test_labelled_dice_leaves_ignore_pixels_out(sample_run, tmp_path):
+    """A label whose upper half of the lesion is ignore: ``dice`` counts it as missed, ``dice_labelled`` leaves it out."""
+    import shutil
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from nnunet_ulseg.conversion.sidecar import paste_back, read_sidecar
+    from nnunet_ulseg.evaluation.overlap import Overlap
+    from nnunet_ulseg.workflow.slice_scores import TrueMasks
+
+    raw = sample_run["paths"].raw / "Dataset501_Sample"
+    for label in (raw / "labelsTr").glob("*.mha"):
+        shutil.copy2(label, tmp_path / label.name)
+    row = next(r for r in read_sidecar(raw / "lesions.csv") if r.split == "train")
+    image = sitk.ReadImage(str(raw / "labelsTr" / f"{row.case}.mha"))
+    label = sitk.GetArrayFromImage(image)
+    lesion = label == 1
+    upper = lesion & (np.arange(label.shape[-2])[:, None] < np.nonzero(lesion)[-2].mean())
+    label[upper.reshape(label.shape)] = 2
+    out = sitk.GetImageFromArray(label)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(tmp_path / f"{row.case}.mha"))
+
+    scores = score_folder(tmp_path, raw / "lesions.csv", sample_run["sample"], "train")
+    (got,) = [r for r in scores["per_lesion"] if r["case"] == row.case]
+    crop = label.reshape(label.shape[-2:])
+    truth = TrueMasks(sample_run["sample"]).mask(row.dl_row, row.File_name)
+    pred, ignored = paste_back(crop == 1, row), paste_back(crop == 2, row)
+    assert got["dice"] == Overlap.of(pred, truth).dice
+    assert got["dice_labelled"] == Overlap.of(pred & ~ignored, truth & ~ignored).dice
+    assert got["dice"] < 0.75 < got["dice_labelled"]
+    # every other case has no ignore pixel: both Dice agree there
+    assert all(r["dice"] == r["dice_labelled"] for r in scores["per_lesion"] if r["case"] != row.case)
+    assert scores["summary_labelled"]["mean"] > scores["summary"]["mean"]
 
 
 def test_report_with_truth_scores_pseudo_masks_and_models(sample_run):

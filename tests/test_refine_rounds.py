@@ -426,15 +426,16 @@ def test_report_table_and_truth_scores(tmp_path):
               "ellipse_test_dice": {"mean": 0.7},
               "rounds": [{"round": 1, "dataset": "Dataset501_X", "cases": 9, "ignore_fraction": 0.0,
                           "label_change": None, "fallback_cases": 0, "trained": True,
-                          "pseudo_mask_dice": {"mean": 0.81}, "test_dice": {"mean": 0.52}},
+                          "pseudo_mask_dice": {"mean": 0.81}, "pseudo_mask_dice_labelled": {"mean": 0.81},
+                          "test_dice": {"mean": 0.52}},
                          {"round": 2, "dataset": "Dataset601_X_round2", "cases": 9, "ignore_fraction": 0.1234,
                           "label_change": 0.05, "fallback_cases": 1, "trained": False,
-                          "pseudo_mask_dice": {"mean": 0.85}}]}
+                          "pseudo_mask_dice": {"mean": 0.85}, "pseudo_mask_dice_labelled": {"mean": 0.9}}]}
     text = format_report(report)
     assert "ignore %" in text and "pseudo Dice" in text
     row1, row2 = [line for line in text.splitlines() if line.split()[0].isdigit()]
-    assert row1.split()[:6] == ["1", "Dataset501_X", "9", "0.00", "-", "0"] and row1.split()[6:] == ["0.8100", "0.5200"]
-    assert row2.split()[3:8] == ["12.34", "5.00", "1", "0.8500", "-"] and "(not trained yet)" in row2
+    assert row1.split()[:6] == ["1", "Dataset501_X", "9", "0.00", "-", "0"] and row1.split()[6:] == ["0.8100", "0.8100", "0.5200"]
+    assert row2.split()[3:9] == ["12.34", "5.00", "1", "0.8500", "0.9000", "-"] and "(not trained yet)" in row2
     assert "RECIST ellipses on the test split: Dice 0.7000" in text
     report.pop("truth")
     assert "pseudo Dice" not in format_report(report)

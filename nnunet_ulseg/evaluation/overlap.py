@@ -23,6 +23,17 @@ class Overlap:
         tp = int(np.count_nonzero(pred & ref))
         return cls(tp, int(np.count_nonzero(pred)) - tp, int(np.count_nonzero(ref)) - tp)
 
+    @classmethod
+    def outside(cls, pred: np.ndarray, ref: np.ndarray, ignore: np.ndarray) -> "Overlap":
+        """Counts over the pixels *not* in ``ignore`` only: how right a label map with an ignore label is.
+
+        A refined pseudo mask (AHRNet Sec. 2.3) commits to lesion and background and leaves
+        ``ignore`` out of the loss; these counts score exactly what it teaches.  With an
+        empty ``ignore`` they equal :meth:`of`.
+        """
+        keep = ~np.asarray(ignore, dtype=bool)
+        return cls.of(np.asarray(pred, dtype=bool) & keep, np.asarray(ref, dtype=bool) & keep)
+
     @property
     def dice(self) -> float:
         """``2TP / (2TP + FP + FN)``; 1.0 when both masks are empty (nothing to find, nothing found)."""

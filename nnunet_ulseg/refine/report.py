@@ -11,7 +11,10 @@ without saying how convergence was judged.  We report, per round r:
   ellipse was kept as foreground (:func:`~nnunet_ulseg.pseudo_masks.update.update_pseudo_mask`);
 * with ``truth`` (a generated sample with ``masks.csv``), in the original slice geometry:
   ``pseudo_mask_dice``, Dice of round r's training labels (``== 1``) on all training cases
-  (train and val of the split), and ``test_dice``, Dice of round r's model on the test
+  (train and val of the split); ``pseudo_mask_dice_labelled``, the same Dice over the pixels
+  that are *not* ignore, i.e. of what the labels actually teach (equal in round 1; the
+  plain Dice falls as soon as ignore pixels appear, because they count as missed lesion);
+  and ``test_dice``, Dice of round r's model on the test
   split, both by :func:`nnunet_ulseg.workflow.slice_scores.score_folder`; and once,
   ``ellipse_test_dice``, the test split's RECIST ellipses as a baseline.
 """
@@ -47,8 +50,8 @@ def build_report(manifest: dict, raw_root: str | os.PathLike, work_dir: str | os
                "cases": labels["cases"], "ignore_fraction": labels["ignore_fraction"],
                "label_change": labels["label_change"], "fallback_cases": labels["fallback_cases"]}
         if truth is not None:
-            row["pseudo_mask_dice"] = score_training_labels(raw_root / entry["dataset_name"] / "labelsTr", sidecar,
-                                                            truth, ending)
+            row["pseudo_mask_dice"], row["pseudo_mask_dice_labelled"] = score_training_labels(
+                raw_root / entry["dataset_name"] / "labelsTr", sidecar, truth, ending)
             if f"test_{r}" in steps:
                 row["test_dice"] = score_folder(work_dir / steps[f"test_{r}"]["predictions"], sidecar, truth,
                                                 "test", ending)["summary"]
@@ -63,13 +66,17 @@ def build_report(manifest: dict, raw_root: str | os.PathLike, work_dir: str | os
 
 
 def score_training_labels(label_dir: str | os.PathLike, sidecar: str | os.PathLike,
-                          truth: str | os.PathLike, file_ending: str = ".mha") -> dict:
-    """Dice summary of the lesion label (== 1) of every training case (every non-test sidecar split)."""
+                          truth: str | os.PathLike, file_ending: str = ".mha") -> tuple[dict, dict]:
+    """Dice summaries of the lesion label (== 1) of every training case (every non-test sidecar split).
+
+    Returns ``(plain, labelled)``: Dice with ignore pixels counted as not-lesion, and Dice
+    over the non-ignore pixels only (see :func:`~nnunet_ulseg.workflow.slice_scores.score_folder`).
+    """
     splits = sorted({row.split for row in read_sidecar(sidecar) if row.split != "test"})
-    dice = []
+    lesions = []
     for split in splits:
-        dice += [r["dice"] for r in score_folder(label_dir, sidecar, truth, split, file_ending)["per_lesion"]]
-    return summarize(dice)
+        lesions += score_folder(label_dir, sidecar, truth, split, file_ending)["per_lesion"]
+    return summarize([r["dice"] for r in lesions]), summarize([r["dice_labelled"] for r in lesions])
 
 
 def format_report(report: dict) -> str:
@@ -77,7 +84,7 @@ def format_report(report: dict) -> str:
     truth = "truth" in report
     head = f"  {'round':>5s}  {'dataset':36s} {'cases':>5s} {'ignore %':>8s} {'change %':>8s} {'fallback':>8s}"
     if truth:
-        head += f" {'pseudo Dice':>11s} {'test Dice':>9s}"
+        head += f" {'pseudo Dice':>11s} {'labelled':>8s} {'test Dice':>9s}"
     args = report["arguments"]
     folds = "5-fold cross-validation" if args["cross_val"] else f"fold {args['fold']}"
     lines = [f"ulseg refine: {report['dataset']}, {args['trainer']}, {folds}", head]
@@ -87,12 +94,16 @@ def format_report(report: dict) -> str:
                 f"{change:>8s} {row['fallback_cases']:8d}")
         if truth:
             test = row.get("test_dice")
-            line += f" {row['pseudo_mask_dice']['mean']:11.4f} " + (f"{test['mean']:9.4f}" if test else f"{'-':>9s}")
+            line += (f" {row['pseudo_mask_dice']['mean']:11.4f} {row['pseudo_mask_dice_labelled']['mean']:8.4f} "
+                     + (f"{test['mean']:9.4f}" if test else f"{'-':>9s}"))
         if not row["trained"]:
             line += "  (not trained yet)"
         lines.append(line)
     if "ellipse_test_dice" in report:
         lines.append(f"  RECIST ellipses on the test split: Dice {report['ellipse_test_dice']['mean']:.4f}")
+    if truth:
+        lines.append("  pseudo Dice: lesion label vs truth, ignore counted as not-lesion; labelled: the same over "
+                     "the non-ignore pixels (what the labels teach)")
     lines.append(f"  report: {Path(report['work_dir']) / 'refine_report.json'}")
     return "\n".join(lines)
 

@@ -53,11 +53,14 @@ def read_crop_mask(path: str | Path) -> np.ndarray:
 
 
 def score_folder(mask_dir: str | Path, sidecar: str | Path, sample_dir: str | Path,
-                 split: str = "test", file_ending: str = ".mha") -> dict:
+                 split: str = "test", file_ending: str = ".mha", ignore_label: int = 2) -> dict:
     """Dice/precision/recall of every ``<case><file_ending>`` in ``mask_dir`` for the cases of ``split``.
 
-    A case listed in the sidecar but missing from ``mask_dir`` is an error: a silently
-    shorter table would overstate the result.
+    The lesion is label 1.  Label ``ignore_label`` (nnU-Net's ignore label of a refined
+    pseudo mask) counts as not-lesion for ``dice``; ``dice_labelled`` (summarised in
+    ``summary_labelled``) leaves its pixels out, see :meth:`Overlap.outside`.  Without
+    ignore pixels both are equal.  A case listed in the sidecar but missing from
+    ``mask_dir`` is an error: a silently shorter table would overstate the result.
     """
     mask_dir = Path(mask_dir)
     truth = TrueMasks(sample_dir)
@@ -68,11 +71,15 @@ def score_folder(mask_dir: str | Path, sidecar: str | Path, sample_dir: str | Pa
         path = mask_dir / f"{row.case}{file_ending}"
         if not path.exists():
             raise FileNotFoundError(f"no mask for case {row.case} in {mask_dir}")
-        crop = read_crop_mask(path) == 1
-        pred = paste_back(crop, row)
+        crop = read_crop_mask(path)
+        pred = paste_back(crop == 1, row)
         ref = truth.mask(row.dl_row, row.File_name)
         o = Overlap.of(pred, ref)
-        per_lesion.append({"case": row.case, "dice": o.dice, "precision": o.precision, "recall": o.recall})
+        ignored = crop == ignore_label
+        labelled = Overlap.outside(pred, ref, paste_back(ignored, row)) if ignored.any() else o
+        per_lesion.append({"case": row.case, "dice": o.dice, "precision": o.precision, "recall": o.recall,
+                           "dice_labelled": labelled.dice})
     if not per_lesion:
         raise ValueError(f"no {split} cases in {sidecar}")
-    return {"per_lesion": per_lesion, "summary": summarize([r["dice"] for r in per_lesion])}
+    return {"per_lesion": per_lesion, "summary": summarize([r["dice"] for r in per_lesion]),
+            "summary_labelled": summarize([r["dice_labelled"] for r in per_lesion])}
