@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -86,23 +85,13 @@ def main() -> None:
                         truth=sample, device=exp.device, num_processes=args.np)
         for r in range(1, args.refine_rounds + 1):
             pred = result.work_dir / f"round{r}" / "test_predictions"
-            # the seconds of a round's row are those refine's manifest recorded for its steps
+            # a round's seconds are refine's for its steps; round 1's training is the trainer's own row
             results.add(f"{best}, round {r}", lambda: score_folder(pred, sidecar, sample),
-                        seconds=round_seconds(result.manifest, r))
+                        seconds=result.report["rounds"][r - 1]["seconds"])
         from nnunet_ulseg.refine.report import format_report
 
         print(format_report(result.report))
     print(f"(details: {results.path})")
-
-
-def round_seconds(manifest_path: Path, r: int) -> float:
-    """Seconds refine's manifest records for round ``r``'s steps (``build_r``, ``train_r``, ``predict_r``...).
-
-    Round 1's training is the trainer's own row, so refine finds it done and records ~0 s for it.
-    """
-    steps = json.loads(manifest_path.read_text())["steps"]
-    return sum(info.get("seconds", 0.0) for name, info in steps.items()
-               if (m := re.match(r"[a-z]+_(\d+)", name)) and int(m.group(1)) == r)
 
 
 SETTINGS = ("lesions", "seed", "epochs", "iterations")

@@ -12,23 +12,19 @@ from nnunet_ulseg.evaluation.distances import (
     surface_points_mm,
 )
 
-
-def square(shape, r0, c0, h, w):
-    m = np.zeros(shape, bool)
-    m[r0:r0 + h, c0:c0 + w] = True
-    return m
+from mask_helpers import box
 
 
 def ring():
     """7x7 square (rows/cols 2..8) with a 3x3 hole (rows/cols 4..6) in an 11x11 array."""
-    m = square((11, 11), 2, 2, 7, 7)
+    m = box((11, 11), 2, 2, 7, 7)
     m[4:7, 4:7] = False
     return m
 
 
 def test_surface_of_square_ring_pixel_and_border():
     # 4x4 square: the 12 perimeter pixels, not the inner 2x2
-    s = surface(square((8, 8), 2, 2, 4, 4))
+    s = surface(box((8, 8), 2, 2, 4, 4))
     assert s.sum() == 12 and not s[3:5, 3:5].any()
     # ring: 24 outer perimeter + 12 pixels 4-adjacent to the hole; the 4 diagonal corners of the hole are not
     s = surface(ring())
@@ -36,7 +32,7 @@ def test_surface_of_square_ring_pixel_and_border():
     assert not s[3, 3] and not s[3, 7] and not s[7, 3] and not s[7, 7]
     assert s[3, 4] and s[4, 3]
     # single pixel is its own surface
-    assert surface(square((5, 5), 2, 2, 1, 1)).sum() == 1
+    assert surface(box((5, 5), 2, 2, 1, 1)).sum() == 1
     # a mask covering the whole array: outside counts as background, so the array edge is surface
     s = surface(np.ones((5, 6), bool))
     assert s.sum() == 5 * 6 - 3 * 4
@@ -55,8 +51,8 @@ def test_surface_points_are_pixel_centres_in_mm_x_first():
 def test_offset_squares_by_hand():
     # A rows 2..5, B rows 4..7 (cols 2..5).  From A: top row 4 px at 2, bottom row 2 px at 0 and 2 at 1,
     # side pixels of rows 3 at 1 and rows 4 at 0 -> 4x2, 4x1, 4x0, mean 1; B->A is the mirror image.
-    a = square((12, 10), 2, 2, 4, 4)
-    b = square((12, 10), 4, 2, 4, 4)
+    a = box((12, 10), 2, 2, 4, 4)
+    b = box((12, 10), 4, 2, 4, 4)
     np.testing.assert_allclose(np.sort(directed_distances(a, b)), [0] * 4 + [1] * 4 + [2] * 4)
     d = surface_distances(a, b)
     assert d.pred_to_ref_mm == 1.0 and d.ref_to_pred_mm == 1.0
@@ -70,7 +66,7 @@ def test_offset_squares_by_hand():
 
 
 def test_ring_against_filled_square_isotropic_and_anisotropic():
-    filled = square((11, 11), 2, 2, 7, 7)
+    filled = box((11, 11), 2, 2, 7, 7)
     # ring -> filled: 24 outer pixels at 0, the 12 hole-side pixels at 1 px from the outer perimeter
     d = surface_distances(ring(), filled)
     assert d.pred_to_ref_mm == pytest.approx(12 / 36)
@@ -88,14 +84,14 @@ def test_ring_against_filled_square_isotropic_and_anisotropic():
 
 
 def test_single_pixels_and_outlier():
-    a = square((10, 10), 2, 3, 1, 1)
-    b = square((10, 10), 5, 7, 1, 1)
+    a = box((10, 10), 2, 3, 1, 1)
+    b = box((10, 10), 5, 7, 1, 1)
     d = surface_distances(a, b)
     assert d.avg_hd_mm == d.hd95_mm == d.hd_mm == 5.0
     d = surface_distances(a, b, spacing=(2.0, 1.0))  # dx = 4 px * 2 mm, dy = 3 px * 1 mm
     assert d.hd_mm == pytest.approx(math.sqrt(73))
     # square vs square + far pixel: HD sees the outlier, HD95 does not (1 of 73 pooled values)
-    sq = square((12, 40), 0, 0, 10, 10)
+    sq = box((12, 40), 0, 0, 10, 10)
     plus = sq.copy()
     plus[0, 30] = True  # 21 px from the square's pixel (0, 9)
     d = surface_distances(sq, plus)
@@ -105,7 +101,7 @@ def test_single_pixels_and_outlier():
 
 
 def test_empty_masks_give_nan_and_inputs_are_checked():
-    a = square((6, 6), 1, 1, 2, 2)
+    a = box((6, 6), 1, 1, 2, 2)
     empty = np.zeros((6, 6), bool)
     for p, r in [(a, empty), (empty, a), (empty, empty)]:
         d = surface_distances(p, r)

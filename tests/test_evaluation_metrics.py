@@ -16,11 +16,7 @@ from nnunet_ulseg.evaluation.metrics import (
 from nnunet_ulseg.evaluation.overlap import Overlap
 from nnunet_ulseg.recist import Ellipse, mask_axes, rasterize_ellipse
 
-
-def box(shape, r0, c0, h, w):
-    m = np.zeros(shape, bool)
-    m[r0:r0 + h, c0:c0 + w] = True
-    return m
+from mask_helpers import box
 
 
 def test_lesion_type_names_follow_deeplesion():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from nnunet_ulseg.evaluation.overlap import summarize
-from nnunet_ulseg.refine.report import build_report, score_training_labels
+from nnunet_ulseg.refine.report import build_report, score_training_labels, step_round
 from nnunet_ulseg.refine.rounds import refine
 from nnunet_ulseg.workflow.nnunet import NNUNetPaths
 from nnunet_ulseg.workflow.slice_scores import score_folder
@@ -97,3 +97,16 @@ def test_report_with_truth_scores_pseudo_masks_and_models(sample_run):
     plain = build_report(manifest, paths.raw, sample_run["result"].work_dir)
     assert "pseudo_mask_dice" not in plain["rounds"][0] and "ellipse_test_dice" not in plain
     assert [r["ignore_fraction"] for r in plain["rounds"]] == [r1["ignore_fraction"], r2["ignore_fraction"]]
+
+
+def test_step_round_and_seconds_per_round(sample_run):
+    assert [step_round(s) for s in ("prepare_1", "train_2", "train_12_fold3", "predict_1", "test_2")] == [1, 2, 12, 1, 2]
+    assert step_round("done") is None
+    import json
+
+    steps = json.loads(sample_run["result"].manifest.read_text())["steps"]
+    r1, r2 = sample_run["result"].report["rounds"]
+    by_hand = {1: ("prepare_1", "train_1", "test_1", "predict_1"), 2: ("build_2", "preprocess_2", "train_2", "test_2")}
+    for row in (r1, r2):
+        assert set(by_hand[row["round"]]) <= set(steps)
+        assert row["seconds"] == pytest.approx(sum(steps[k]["seconds"] for k in by_hand[row["round"]]))

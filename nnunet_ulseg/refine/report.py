@@ -7,6 +7,8 @@ without saying how convergence was judged.  We report, per round r:
   (0 for round 1, whose labels are the ellipses);
 * ``label_change``: pixels whose label differs from round r-1's / all pixels (none for
   round 1); it falls towards 0 as the rounds converge;
+* ``seconds``: the manifest's seconds of round r's steps (``build_r``, ``preprocess_r``,
+  ``train_r``, ``test_r``, ``predict_r``, ...), finished ones only;
 * ``fallback_cases``: cases whose prediction missed the ellipse entirely, so that the
   ellipse was kept as foreground (:func:`~nnunet_ulseg.pseudo_masks.update.update_pseudo_mask`);
 * with ``truth`` (a generated sample with ``masks.csv``), in the original slice geometry:
@@ -21,6 +23,7 @@ without saying how convergence was judged.  We report, per round r:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from nnunet_ulseg.conversion.sidecar import read_sidecar
@@ -44,11 +47,12 @@ def build_report(manifest: dict, raw_root: str | os.PathLike, work_dir: str | os
         if entry is None or label_step is None:
             break
         labels = label_step["labels"]
-        train_steps = [k for k in steps if k == f"train_{r}" or k.startswith(f"train_{r}_fold")]
+        train_steps = [k for k in steps if k.startswith("train_") and step_round(k) == r]
         row = {"round": r, "dataset": entry["dataset_name"], "dataset_id": entry["dataset_id"],
                "trained": bool(train_steps), "checkpoints": [steps[k]["checkpoint"] for k in train_steps],
                "cases": labels["cases"], "ignore_fraction": labels["ignore_fraction"],
-               "label_change": labels["label_change"], "fallback_cases": labels["fallback_cases"]}
+               "label_change": labels["label_change"], "fallback_cases": labels["fallback_cases"],
+               "seconds": sum(info.get("seconds", 0.0) for name, info in steps.items() if step_round(name) == r)}
         if truth is not None:
             row["pseudo_mask_dice"], row["pseudo_mask_dice_labelled"] = score_training_labels(
                 raw_root / entry["dataset_name"] / "labelsTr", sidecar, truth, ending)
@@ -63,6 +67,12 @@ def build_report(manifest: dict, raw_root: str | os.PathLike, work_dir: str | os
             report["ellipse_test_dice"] = score_folder(raw_root / base / "pseudolabelsTs", sidecar, truth, "test",
                                                        ending)["summary"]
     return report
+
+
+def step_round(step: str) -> int | None:
+    """The round a manifest step belongs to: ``train_2_fold0`` -> 2, ``prepare_1`` -> 1."""
+    m = re.match(r"[a-z]+_(\d+)", step)
+    return int(m.group(1)) if m else None
 
 
 def score_training_labels(label_dir: str | os.PathLike, sidecar: str | os.PathLike,
