@@ -265,3 +265,22 @@ def test_task_results_pool_and_serial_agree():
     for n in (1, 2):
         with task_results(abs, list(range(-20, 0)), n) as results:
             assert sorted(results) == list(range(1, 21))
+
+
+def test_fixed_crop_size_is_used_and_recorded(tmp_path):
+    dl = tmp_path / "dl"
+    # long axis 64 px -> side 128 slice px; --crop-size 64 halves it (scale 0.5)
+    coords = "19, 41, 83, 41, 51, 31, 51, 51"
+    small_corpus(dl, [dl_row(1, 1, 1, 5, coords, 1)], {(1, 5): ramp()})
+    result = convert_deeplesion(dl, tmp_path / "o", num_processes=1, progress=False, crop_size=64)
+    row, = result.rows
+    assert row.crop_size == 64 and row.scale == pytest.approx(0.5)
+    label = read(tmp_path / "o" / "labelsTr" / f"{row.case}.mha")
+    assert label.shape == (64, 64)
+    assert label.sum() == pytest.approx(np.pi * 16 * 5, rel=0.15)  # semi-axes 32 x 10 slice px, halved
+    meta = json.loads((tmp_path / "o" / "dataset.json").read_text())
+    assert meta["crop_size_range"] == [64, 64]
+    assert read_sidecar(tmp_path / "o" / "lesions.csv")[0].crop_size == 64
+    with pytest.raises(ValueError, match="scale policy 'lesion' only"):
+        convert_deeplesion(dl, tmp_path / "p", num_processes=1, progress=False, crop_size=64,
+                           scale_policy="physical")

@@ -121,3 +121,18 @@ def test_paste_back_mask_checks_shape_and_mode():
         paste_back_mask(np.zeros((10, 10)), box, (30, 30))
     with pytest.raises(ValueError, match="interpolation"):
         paste_back_mask(np.zeros((20, 20)), box, (30, 30), interpolation="cubic")
+
+
+def test_crop_size_range_parses_one_size_or_a_range():
+    from nnunet_ulseg.conversion.geometry import LESION_SIZE_RANGE, crop_size_range
+
+    assert crop_size_range(None) == LESION_SIZE_RANGE
+    assert crop_size_range(64) == (64, 64)
+    assert crop_size_range([64]) == (64, 64)
+    assert crop_size_range((48, 96)) == (48, 96)
+    for bad in ([96, 48], [4], [1, 2, 3], 64.5):
+        with pytest.raises(ValueError, match="crop size"):
+            crop_size_range(bad)
+    # a fixed size resamples every lesion to it, big or small
+    assert crop_box([10, 10, 30, 10, 20, 5, 20, 15], size_range=(64, 64)).size == 64
+    assert crop_box([10, 10, 300, 10, 150, 5, 150, 15], size_range=(64, 64)).size == 64

@@ -36,6 +36,9 @@ def add_convert_arguments(parser: argparse.ArgumentParser, out_required: bool = 
     parser.add_argument("--scale-policy", choices=("lesion", "physical"), default="lesion",
                         help="lesion: resample crops to 128..256 px with nominal 1 mm spacing (default); "
                              "physical: keep the pixel size and true spacing")
+    parser.add_argument("--crop-size", type=int, nargs="+", default=None, metavar="PX",
+                        help="scale policy lesion: output crop side N px (one number), or the range LO HI "
+                             "(default 128 256); recorded in dataset.json and lesions.csv")
     parser.add_argument("--min-crop", type=float, default=32, metavar="PX",
                         help="smallest crop side in slice pixels (default 32)")
     parser.add_argument("--overwrite", action="store_true",
@@ -82,7 +85,7 @@ def run_convert(args: argparse.Namespace) -> int:
         try:
             convert_deeplesion(args.deeplesion, args.out, num_processes=args.num_processes, context=args.context,
                                strict=args.strict, scale_policy=args.scale_policy, min_crop=args.min_crop,
-                               overwrite=args.overwrite, progress=not args.quiet)
+                               overwrite=args.overwrite, progress=not args.quiet, crop_size=args.crop_size)
         except (ValueError, OSError) as e:  # ConversionError, bad input, existing output: user errors
             print(f"ulseg {COMMAND}: error: {e}", file=sys.stderr)
             return 2

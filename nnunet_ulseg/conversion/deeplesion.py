@@ -47,7 +47,7 @@ import numpy as np
 
 from .context import channel_names
 from .dl_info import SPLIT_NAMES, LesionRecord, read_dl_info
-from .geometry import LESION_SIZE_RANGE, SCALE_POLICIES, CropBox, crop_box, slice_to_crop
+from .geometry import LESION_SIZE_RANGE, SCALE_POLICIES, CropBox, crop_box, crop_size_range, slice_to_crop
 from .report import Issue, IssueLog, format_summary, write_report
 from .sidecar import LesionRow, write_sidecar
 from .splits import SplitMove, make_splits, preprocessed_root_from_env, resolve_patient_splits, write_splits
@@ -185,7 +185,7 @@ def _clear_outputs(out_dir: Path) -> None:
 
 def build_tasks(records: Iterable[LesionRecord], assigned: dict[int, int], images_dir: Path, out_dir: Path,
                 context: int = 0, scale_policy: str = "lesion", min_crop: float = 32,
-                ) -> tuple[list[SeriesTask], dict[str, LesionRow]]:
+                size_range: tuple[int, int] = LESION_SIZE_RANGE) -> tuple[list[SeriesTask], dict[str, LesionRow]]:
     """Per-series work units for ``records`` and, per case, its ``lesions.csv`` row.
 
     ``assigned`` maps patient -> split (after :func:`~.splits.resolve_patient_splits`).
@@ -197,7 +197,7 @@ def build_tasks(records: Iterable[LesionRecord], assigned: dict[int, int], image
     rows: dict[str, LesionRow] = {}
     for r in records:
         case = r.case_id
-        box = crop_box(r.points, min_crop, scale_policy)
+        box = crop_box(r.points, min_crop, scale_policy, size_range)
         crop_points = tuple(slice_to_crop(np.asarray(r.points).reshape(4, 2), box).ravel().tolist())
         split = assigned[r.patient]
         spacing = NOMINAL_SPACING if scale_policy == "lesion" else r.spacing[:2]
@@ -235,7 +235,7 @@ def _sidecar_row(case: str, record: LesionRecord, split: str, box: CropBox,
 
 
 def _write_dataset_json(out_dir: Path, dl_dir: Path, n_training: int, n_test: int, context: int,
-                        scale_policy: str, min_crop: float) -> None:
+                        scale_policy: str, min_crop: float, size_range: tuple[int, int]) -> None:
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
     names = channel_names(context)
@@ -256,7 +256,7 @@ def _write_dataset_json(out_dir: Path, dl_dir: Path, n_training: int, n_test: in
         context=context,
         channel_slices=names,
         min_crop=min_crop,
-        crop_size_range=list(LESION_SIZE_RANGE) if scale_policy == "lesion" else None,
+        crop_size_range=list(size_range) if scale_policy == "lesion" else None,
         nominal_spacing=scale_policy == "lesion",
         numTest=n_test,
         pseudolabels_test="pseudolabelsTs",
@@ -266,12 +266,16 @@ def _write_dataset_json(out_dir: Path, dl_dir: Path, n_training: int, n_test: in
 def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.PathLike,
                        num_processes: int | None = None, context: int = 0, strict: bool = False,
                        scale_policy: str = "lesion", min_crop: float = 32, overwrite: bool = False,
-                       progress: bool = True) -> ConversionResult:
+                       progress: bool = True, crop_size: int | Sequence[int] | None = None) -> ConversionResult:
     """Convert a DeepLesion folder into the nnU-Net raw dataset folder ``out_dir``.
 
     ``context`` K adds slices key-K..key+K as extra channels (key slice stays channel 0,
     see :mod:`.context`).  ``scale_policy``/``min_crop`` define the crops (see
-    :func:`~.geometry.crop_box`).  Bad rows/files are skipped and reported
+    :func:`~.geometry.crop_box`).  ``crop_size`` (policy ``lesion`` only) replaces the
+    output side range 128..256 px: one int N gives every crop N x N px, a pair ``(lo, hi)``
+    clamps the side to that range (see :func:`~.geometry.crop_size_range`); it is recorded as
+    ``crop_size_range`` in ``dataset.json`` and per case as ``crop_size`` in ``lesions.csv``.
+    Bad rows/files are skipped and reported
     (``conversion_report.csv``, log, summary); ``strict`` raises
     :class:`~.report.ConversionError` on the first one instead.  ``progress`` shows a
     tqdm bar and prints the summary.  Raises ``FileExistsError`` when ``out_dir`` already
@@ -284,6 +288,7 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
         raise ValueError(f"context must be >= 0, got {context}")
     if not min_crop > 0:
         raise ValueError(f"min_crop must be positive, got {min_crop}")
+    size_range = crop_size_range(crop_size, scale_policy)
     num_processes = default_num_processes() if num_processes is None else int(num_processes)
     dl_dir = Path(deeplesion_dir).resolve()
     out = Path(out_dir).resolve()
@@ -291,7 +296,8 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
 
     info = read_dl_info(dl_dir / "DL_info.csv", strict=strict)
     assigned, moves = resolve_patient_splits(info.patient_splits)
-    tasks, planned = build_tasks(info.records, assigned, dl_dir / "Images_png", out, context, scale_policy, min_crop)
+    tasks, planned = build_tasks(info.records, assigned, dl_dir / "Images_png", out, context, scale_policy, min_crop,
+                                  size_range)
 
     if overwrite:
         _clear_outputs(out)
@@ -326,7 +332,7 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
     n_training = len(rows) - n_test
     if not splits[0]["val"]:
         logger.warning("no validation cases: nnU-Net's fold 0 needs a non-empty 'val' list in splits_final.json")
-    _write_dataset_json(out, dl_dir, n_training, n_test, context, scale_policy, min_crop)
+    _write_dataset_json(out, dl_dir, n_training, n_test, context, scale_policy, min_crop, size_range)
 
     result = ConversionResult(out, rows, sorted(log.issues, key=lambda i: i.dl_row), moves, info.n_rows,
                               fallbacks, time.perf_counter() - t0)

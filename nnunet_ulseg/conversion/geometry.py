@@ -83,6 +83,28 @@ def crop_box(recist: Recist | Sequence[float] | np.ndarray, min_crop: float = 32
     return CropBox(float(x0), float(y0), float(side), int(size))
 
 
+def crop_size_range(crop_size: int | Sequence[int] | None, scale_policy: str = "lesion") -> tuple[int, int]:
+    """The output side range of policy ``lesion`` from a user's ``--crop-size``.
+
+    ``None``: AHRNet's 128..256 px.  One number ``N`` (or ``[N]``): every crop is ``N x N``
+    (a fixed input size: small crops make an equal-budget CPU benchmark converge, and some
+    users want one resolution).  Two numbers ``(lo, hi)``: sides clamped to that range.
+    Sizes below 8 px leave nothing to segment and are refused, as is any size with policy
+    ``physical`` (which keeps the true pixel size, so there is no output size to choose).
+    """
+    if crop_size is None:
+        return LESION_SIZE_RANGE
+    if scale_policy != "lesion":
+        raise ValueError(f"a crop size applies to scale policy 'lesion' only, not {scale_policy!r}")
+    values = [crop_size] if isinstance(crop_size, (int, np.integer, float)) else list(crop_size)
+    if len(values) not in (1, 2) or any(float(v) != int(v) for v in values):
+        raise ValueError(f"crop size must be one whole number N or a range LO HI, got {crop_size!r}")
+    lo, hi = int(values[0]), int(values[-1])
+    if lo < 8 or hi < lo:
+        raise ValueError(f"crop size range must satisfy 8 <= LO <= HI, got {lo}..{hi}")
+    return lo, hi
+
+
 def slice_to_crop(points: np.ndarray, box: CropBox) -> np.ndarray:
     """Map ``(N, 2)`` slice points ``(x, y)`` to crop pixel coordinates."""
     p = np.asarray(points, dtype=np.float64)
