@@ -10,6 +10,10 @@ seconds) and saved to ``bench_weak.json`` as soon as it is scored; re-running wi
 ``--keep`` folder continues where a stopped run ended.  Long: run it by hand, not in CI.
 
     python benchmarks/bench_weak.py --lesions 80 --epochs 20 --iterations 25
+
+``--profile cpu64`` is the equal-budget profile that converges on 2 CPU cores (issue 10):
+240 lesions converted to fixed 64 x 64 px crops (``--crop-size 64``), every trainer
+trained 60 epochs x 30 iterations.  Any explicit option overrides the profile's value.
 """
 from __future__ import annotations
 
@@ -27,20 +31,35 @@ DEFAULT_TRAINERS = ["nnUNetTrainerULSeg_10epochs", "nnUNetTrainerBCEIoU_10epochs
                     "nnUNetTrainerAHRNet_10epochs", "nnUNetTrainerAHRNetRLS_10epochs"]
 
 
+#: equal-budget profiles: option -> value (explicit command-line options win)
+PROFILES = {
+    "cpu64": {"lesions": 240, "crop_size": 64, "epochs": 60, "iterations": 30},
+}
+DEFAULTS = {"lesions": 80, "crop_size": None, "epochs": 10, "iterations": 25}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainers", nargs="+", default=DEFAULT_TRAINERS,
                         help="short-schedule trainer classes (their schedule is overridden by --epochs/--iterations)")
-    parser.add_argument("--lesions", type=int, default=80)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                        help="preset corpus size, crop size and budget (see the module docstring)")
+    parser.add_argument("--lesions", type=int, default=None, help=f"default {DEFAULTS['lesions']}")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--iterations", type=int, default=25)
+    parser.add_argument("--crop-size", type=int, default=None,
+                        help="converter --crop-size (fixed crop side in px; default: 128..256)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"default {DEFAULTS['epochs']}")
+    parser.add_argument("--iterations", type=int, default=None, help=f"default {DEFAULTS['iterations']}")
     parser.add_argument("--refine-rounds", type=int, default=0,
                         help="also run ulseg refine with this many rounds for the best trainer (rows per round)")
     parser.add_argument("--device", default=None)
     parser.add_argument("-np", type=int, default=2)
     parser.add_argument("--keep", default=None, help="work folder to keep (default: a temp folder)")
     args = parser.parse_args()
+    preset = {**DEFAULTS, **PROFILES.get(args.profile, {})}
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
     from nnunet_ulseg.demo import make_sample
     from nnunet_ulseg.workflow.experiment import Experiment
@@ -59,10 +78,11 @@ def main() -> None:
         for folder in (sample, exp.raw, exp.paths.preprocessed / exp.dataset_name):
             shutil.rmtree(folder, ignore_errors=True)
         make_sample(sample, n_lesions=args.lesions, seed=args.seed, progress=False)
-        exp.convert(sample, progress=False)
+        exp.convert(sample, progress=False, crop_size=args.crop_size)
         exp.plan_and_preprocess()
     sidecar = exp.raw / "lesions.csv"
-    print(f"{args.lesions} lesions (seed {args.seed}), {args.epochs} epochs x {args.iterations} iterations, "
+    crops = f"{args.crop_size} px crops" if args.crop_size else "128-256 px crops"
+    print(f"{args.lesions} lesions (seed {args.seed}), {crops}, {args.epochs} epochs x {args.iterations} iterations, "
           f"device {exp.device}; Dice on the test split vs true masks (key slice, original geometry)")
     print(HEADER, flush=True)
     results.add("RECIST ellipse pseudo masks", lambda: score_folder(exp.raw / "pseudolabelsTs", sidecar, sample))
@@ -94,8 +114,8 @@ def main() -> None:
     print(f"(details: {results.path})")
 
 
-SETTINGS = ("lesions", "seed", "epochs", "iterations")
-HEADER = f"{'method':48s} {'n':>4s} {'mean':>7s} {'std':>7s} {'median':>7s} {'worst':>7s}"
+SETTINGS = ("lesions", "seed", "crop_size", "epochs", "iterations")
+HEADER = f"{'method':48s} {'n':>4s} {'mean':>7s} {'std':>7s} {'median':>7s} {'worst':>7s} {'>=0.8':>6s}"
 
 
 class Results:
@@ -110,12 +130,14 @@ class Results:
         self.path, self.settings = path, settings
         self.rows: dict[str, dict] = {}
         self.seconds: dict[str, float] = {}
+        self.per_lesion: dict[str, list] = {}
         if path.exists():
             saved = json.loads(path.read_text())
             if saved.get("settings") != settings:
                 raise SystemExit(f"{path} holds a run with settings {saved.get('settings')}, not {settings}; "
                                  f"use another --keep folder")
             self.rows, self.seconds = saved["rows"], saved["seconds"]
+            self.per_lesion = saved.get("per_lesion", {})
 
     def add(self, name: str, score, seconds: float | None = None) -> None:
         """Score ``name`` unless it is saved already; print its row either way.
@@ -124,18 +146,21 @@ class Results:
         """
         if name not in self.rows:
             t = time.perf_counter()
-            self.rows[name] = score()["summary"]
+            scores = score()
+            dice = [r["dice"] for r in scores["per_lesion"]]
+            self.rows[name] = {**scores["summary"], "share_0.8": sum(d >= 0.8 for d in dice) / len(dice)}
+            self.per_lesion[name] = scores["per_lesion"]
             self.seconds[name] = time.perf_counter() - t if seconds is None else seconds
             self.save()
         s = self.rows[name]
         seconds = f"{self.seconds[name]:6.0f} s" if name in self.seconds else ""
-        print(f"{name:48s} {s['n']:4d} {s['mean']:7.4f} {s['std']:7.4f} {s['median']:7.4f} {s['min']:7.4f}  "
-              f"{seconds}", flush=True)
+        print(f"{name:48s} {s['n']:4d} {s['mean']:7.4f} {s['std']:7.4f} {s['median']:7.4f} {s['min']:7.4f} "
+              f"{s.get('share_0.8', float('nan')):6.2f}  {seconds}", flush=True)
 
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"settings": self.settings, "rows": self.rows, "seconds": self.seconds},
-                                  indent=2))
+        tmp.write_text(json.dumps({"settings": self.settings, "rows": self.rows, "seconds": self.seconds,
+                                   "per_lesion": self.per_lesion}, indent=2))
         tmp.replace(self.path)
 
 
