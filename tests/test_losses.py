@@ -138,11 +138,7 @@ def test_bad_shapes_raise():
 @pytest.mark.parametrize("make_loss", [
     lambda: MaskedBCELoss(),
     lambda: SoftIoULoss(),
-    lambda: RegionalLevelSetLoss(region="rls"),
-    lambda: RegionalLevelSetLoss(region="image"),
-    lambda: RegionalLevelSetLoss(region="rls", detach_means=False),
-    lambda: WeakSegLoss(use_rls=True),
-], ids=["bce", "iou", "rls", "ls", "rls_nodetach", "compound"])
+], ids=["bce", "iou"])
 def test_ignored_pixels_change_neither_loss_nor_gradient(make_loss):
     loss_fn = make_loss()
     logits, target, image = lesion_batch()
@@ -151,8 +147,7 @@ def test_ignored_pixels_change_neither_loss_nor_gradient(make_loss):
 
     def run(lg):
         lg = lg.clone().requires_grad_()
-        args = (lg, target) if isinstance(loss_fn, (MaskedBCELoss, SoftIoULoss)) else (lg, target, image)
-        value = loss_fn(*args)
+        value = loss_fn(lg, target)
         value.backward()
         return value.detach(), lg.grad
 
@@ -163,6 +158,37 @@ def test_ignored_pixels_change_neither_loss_nor_gradient(make_loss):
     assert (grad1[ignored] == 0).all() and (grad2[ignored] == 0).all()
     assert torch.allclose(grad1, grad2, rtol=1e-5, atol=1e-8)
     assert grad1[~ignored].abs().sum() > 0
+
+
+@pytest.mark.parametrize("make_loss", [
+    lambda: RegionalLevelSetLoss(region="rls"),
+    lambda: RegionalLevelSetLoss(region="image"),
+    lambda: RegionalLevelSetLoss(region="rls", detach_means=False),
+], ids=["rls", "ls", "rls_nodetach"])
+def test_level_set_acts_inside_the_ignore_band(make_loss):
+    """Eq. 2 uses no labels: the ignore band of rounds >= 2 is where RLS must move the contour (DESIGN)."""
+    loss_fn = make_loss()
+    logits, target, image = lesion_batch()
+    band = (target == 2)[:, 0]
+    assert band.any()
+    lg = logits.clone().requires_grad_()
+    loss_fn(lg, target, image).backward()
+    assert lg.grad[:, 1][band].abs().min() > 0  # every band pixel gets a gradient
+    # and the loss depends on the predictions there
+    changed = torch.where((target == 2).expand_as(logits), torch.randn_like(logits) * 5, logits)
+    assert loss_fn(changed, target, image).item() != pytest.approx(loss_fn(logits, target, image).item(), rel=1e-4)
+
+
+def test_compound_loss_masks_ignore_in_bce_and_iou_only():
+    logits, target, image = lesion_batch()
+    band = (target == 2)[:, 0]
+    grads = {}
+    for use_rls in (False, True):
+        lg = logits.clone().requires_grad_()
+        WeakSegLoss(use_rls=use_rls)(lg, target, image).backward()
+        grads[use_rls] = lg.grad[:, 1]
+    assert (grads[False][band] == 0).all()
+    assert (grads[True][band] != 0).all()
 
 
 # ---------------------------------------------------------------- region I'
@@ -221,16 +247,15 @@ def test_region_in_3d_is_about_8x_volume():
     assert region.sum().item() / ball.sum() == pytest.approx(8.0, rel=0.05)
 
 
-def test_rls_region_uses_lesion_and_ignore_and_build_region_removes_ignore():
+def test_rls_region_uses_lesion_and_ignore_and_keeps_ignore_pixels():
     target = torch.zeros(1, 1, 9, 9)
     target[0, 0, 3:6, 3:6] = 2
     target[0, 0, 4, 4] = 1
     scaled = rls_region(target, ignore_label=2)
     assert scaled.sum().item() == 45  # the whole 3x3 block (lesion and ignore) scaled, see the hand test
     region = build_region(target, "rls", ignore_label=2)
-    assert torch.equal(region, scaled & (target != 2))
-    assert region.sum().item() == 45 - 8
-    assert torch.equal(build_region(target, "image", ignore_label=2), target != 2)
+    assert torch.equal(region, scaled)  # ignore pixels are part of I' (Eq. 2 uses no labels)
+    assert build_region(target, "image", ignore_label=2).all()
     assert rls_region(torch.zeros(1, 1, 9, 9)).sum().item() == 0
 
 
@@ -250,13 +275,12 @@ def variance(values):
 
 @pytest.mark.parametrize("normalize", [False, True])
 def test_level_set_whole_image_hand_computed(normalize):
-    # sample 0, valid pixels (ignored bottom-left excluded): p = .8 .3 .9, i = 1 3 2
-    # c1 = 3.5 / 2 = 1.75, c2 = 2.5 / 1 = 2.5, energies 1.8 + 0.99375 + 0.13125 -> 0.975
+    # sample 0 without its ignored bottom-left pixel: p = .8 .3 .9, i = 1 3 2
+    # c1 = 3.5 / 2 = 1.75, c2 = 2.5 / 1 = 2.5, energies 1.8 + 0.99375 + 0.13125 -> 0.975 (checks eq2_by_hand)
     assert eq2_by_hand([0.8, 0.3, 0.9], [1.0, 3.0, 2.0]) == pytest.approx(0.975)
     per_sample = []
-    for p, t, img in zip(P, T, IMG):
-        ps = [pv for pv, tv in zip(flat(p), flat(t)) if tv != 2]
-        iv = [v for v, tv in zip(flat(img), flat(t)) if tv != 2]
+    for p, img in zip(P, IMG):  # every pixel counts, the ignored one included (Eq. 2 uses no labels)
+        ps, iv = flat(p), flat(img)
         value = eq2_by_hand(ps, iv)
         per_sample.append(value / (variance(iv) + 0.01) if normalize else value)
     loss = RegionalLevelSetLoss(region="image", normalize_intensity=normalize)(

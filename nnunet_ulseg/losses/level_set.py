@@ -30,9 +30,10 @@ Choices where the paper is silent:
   ``var_eps = 0.01`` (z-units squared, about a tenth of the dataset's lesion intensity std) keeps a
   nearly flat, noise-only region from being amplified to an O(1) loss. ``False`` gives Eq. 2 literally
   on nnU-Net's intensities.
-- Ignored pixels (target == ignore_label) are removed from I' (they enter neither c1, c2 nor the sum).
-- Batch: Eq. 2 per sample, then the mean over the B samples. A sample with an empty I' (empty mask,
-  or every pixel ignored) contributes 0 but still counts in B, so one sample's weight does not depend
+- Ignore-label pixels are NOT removed: Eq. 2 uses no labels, and in rounds >= 2 the ignore band is where
+  the level set must act (``region.py``). Only BCE and IoU mask them.
+- Batch: Eq. 2 per sample, then the mean over the B samples. A sample with an empty I' (empty mask)
+  contributes 0 but still counts in B, so one sample's weight does not depend
   on the others. The result stays connected to ``logits`` (DDP), even when all of I' is empty.
 - p = softmax(logits)[:, 1]; everything in float32 with autocast off (see ``_common``).
 """
@@ -71,7 +72,7 @@ def level_set_energy(p: torch.Tensor, intensity: torch.Tensor, region: torch.Ten
                      normalize_intensity: bool = True, var_eps: float = 1e-2) -> torch.Tensor:
     """Eq. 2 per sample, float32 tensors (B, 1, *spatial); returns the (B,) per-sample losses.
 
-    ``p`` in [0, 1], ``intensity`` the image, ``region`` bool (I', ignored pixels already removed).
+    ``p`` in [0, 1], ``intensity`` the image, ``region`` bool (I').
     """
     axes = spatial_axes(p)
     r = region.float()

@@ -23,7 +23,10 @@ Choices where the paper is silent:
 - 3D targets (B, 1, D, H, W) are scaled by 2 along every axis (8x volume). Scaling about a point
   commutes with per-axis voxel spacing, so anisotropic spacing needs no special care.
 - An empty mask gives an empty I'. Pixels of I' that fall outside the patch are simply absent.
-- Ignored pixels are removed from I' by the level set loss itself (``level_set.py``), not here.
+- Ignored pixels stay in I' (DESIGN "RLS region I'"): Eq. 2 sums over every pixel of I' and uses no
+  label. In rounds >= 2 the ignore label (p OR e) - (p AND e) is exactly the boundary band where the
+  model and the ellipse disagree, which is where the level set must pull the contour to the lesion
+  edge; masking it (as BCE and IoU do) would leave that band with no gradient from any term.
 """
 from typing import Optional
 
@@ -66,7 +69,7 @@ def scale_mask_about_centroid(mask: torch.Tensor, scale: float = 2.0) -> torch.T
 
 
 def rls_region(target: torch.Tensor, ignore_label: Optional[int] = 2, scale: float = 2.0) -> torch.Tensor:
-    """I' of Eq. 2 before removing ignored pixels: the lesion (target == 1 or ignore) scaled about its centroid.
+    """I' of Eq. 2: the candidate lesion (target == 1 or ignore) scaled about its centroid.
 
     :param target: raw nnU-Net label map (B, 1, *spatial) with 0/1/ignore_label.
     :return: bool (B, 1, *spatial).
@@ -78,14 +81,13 @@ def rls_region(target: torch.Tensor, ignore_label: Optional[int] = 2, scale: flo
 
 def build_region(target: torch.Tensor, kind: str, ignore_label: Optional[int] = 2,
                  scale: float = 2.0) -> torch.Tensor:
-    """The pixels over which the level set loss is summed, ignored pixels removed.
+    """The pixels over which the level set loss is summed; ignore-label pixels are part of it.
 
     ``kind="rls"``: I' = scaled lesion (AHRNet RLS, Table 2 row 6). ``kind="image"``: the whole patch
     (the "LS" ablation, Table 2 row 5). Returns bool (B, 1, *spatial).
     """
-    _, valid = split_target(target, ignore_label)
     if kind == "rls":
-        return rls_region(target, ignore_label, scale) & valid
+        return rls_region(target, ignore_label, scale)
     if kind == "image":
-        return valid
+        return torch.ones_like(target, dtype=torch.bool)
     raise ValueError(f"region must be 'rls' or 'image', got {kind!r}")
