@@ -10,6 +10,7 @@ import pytest
 from nnunet_ulseg.refine.labels import (LabelStats, build_round_dataset, dataset_id_of, find_dataset,
                                         label_statistics, link_file, next_round_dataset_id, read_label,
                                         round_dataset_name, training_cases, used_dataset_ids, write_label)
+from nnunet_ulseg.pseudo_masks.update import restrict_to_ellipse, scale_about_centroid
 from nnunet_ulseg.refine.splits import crossval_splits, is_crossval_partition, patients_from_sidecar
 
 from refine_support import SIZE, disk, read_image, write_image, write_tiny_dataset
@@ -136,7 +137,8 @@ def test_build_round_dataset_links_images_and_updates_labels(tmp_path):
     for case in cases:
         e = read_image(raw / "labelsTr" / f"{case}.mha").astype(bool)
         g = read_image(target / "labelsTr" / f"{case}.mha")
-        p = make(case).astype(bool)
+        # the prediction restricted to the ellipse's neighbourhood (pseudo_masks.update docstring)
+        p = restrict_to_ellipse(make(case).astype(bool), e)
         if case == "P1L1":
             np.testing.assert_array_equal(g, e.astype(np.uint8))
         else:
@@ -167,13 +169,14 @@ def test_build_round_dataset_uses_round1_ellipse_not_previous_labels(tmp_path):
     full = np.ones((SIZE, SIZE), np.uint8)
     r2 = tmp_path / "raw" / "Dataset601_Tiny_round2"
     build_round_dataset(raw, raw, r2, _predictions(tmp_path, cases, lambda c: full), None)
-    # round 2 labels have ignore everywhere outside the ellipse; round 3 from the same prediction
-    # must again give lesion = ellipse (e from round 1), and nothing changed
+    # round 2 labels have ignore everywhere in the x2 ellipse outside the ellipse; round 3 from the same
+    # prediction must again give lesion = ellipse (e from round 1), and nothing changed
     r3 = tmp_path / "raw" / "Dataset701_Tiny_round3"
     stats = build_round_dataset(raw, r2, r3, _predictions(tmp_path, cases, lambda c: full), None)
     for case in cases:
+        e = read_image(raw / "labelsTr" / f"{case}.mha") == 1
         np.testing.assert_array_equal(read_image(r3 / "labelsTr" / f"{case}.mha"),
-                                      np.where(read_image(raw / "labelsTr" / f"{case}.mha") == 1, 1, 2))
+                                      np.where(e, 1, np.where(scale_about_centroid(e), 2, 0)))
     assert stats["label_change"] == 0.0
     assert not (r3 / "splits_final.json").exists()
 
