@@ -1,17 +1,13 @@
 """HRNet / AHRNet trainers (AHRNet paper Table 1 and Table 2 rows 1 and 4), l_seg = BCE + IoU.
 
-``...RLS`` adds the regional level set loss after the l_seg phase.  ``_Nepochs`` are
-short schedules; ``W18`` variants use the lighter HRNet-W18 backbone (the paper's
-widths are W32's).
+``...RLS`` adds the regional level set loss after the l_seg phase (Table 1 "+RLS", Table 2
+row 6).  ``_Nepochs`` are short schedules; ``W18`` variants use the lighter HRNet-W18
+backbone (the paper's widths are W32's; W18 is for CPU machines).
 """
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-from nnunet_ulseg.training.ahrnet import AHRNetMixin
-from nnunet_ulseg.training.schedule import ShortSchedule
-from nnunet_ulseg.training.weak import WeakLossMixin
+from nnunet_ulseg.training.ahrnet import nnUNetTrainerWeakAHRNet
 
 
-class nnUNetTrainerHRNet(AHRNetMixin, WeakLossMixin, nnUNetTrainer):
+class nnUNetTrainerHRNet(nnUNetTrainerWeakAHRNet):
     use_decoder = use_dual_attention = use_scale_attention = False
 
 
@@ -19,7 +15,7 @@ class nnUNetTrainerHRNetRLS(nnUNetTrainerHRNet):
     use_rls = True
 
 
-class nnUNetTrainerAHRNet(AHRNetMixin, WeakLossMixin, nnUNetTrainer):
+class nnUNetTrainerAHRNet(nnUNetTrainerWeakAHRNet):
     pass
 
 
@@ -35,40 +31,40 @@ class nnUNetTrainerAHRNetW18RLS(nnUNetTrainerAHRNetW18):
     use_rls = True
 
 
-class nnUNetTrainerHRNet_1epochs(ShortSchedule, nnUNetTrainerHRNet):
+class nnUNetTrainerHRNet_1epochs(nnUNetTrainerHRNet):
     short_num_epochs, short_iterations_per_epoch, short_val_iterations_per_epoch = 1, 2, 1
 
 
-class nnUNetTrainerAHRNetRLS_1epochs(ShortSchedule, nnUNetTrainerAHRNetRLS):
+class nnUNetTrainerAHRNetRLS_1epochs(nnUNetTrainerAHRNetRLS):
     short_num_epochs, short_iterations_per_epoch, short_val_iterations_per_epoch = 1, 2, 1
 
 
-class nnUNetTrainerHRNet_10epochs(ShortSchedule, nnUNetTrainerHRNet):
-    pass
+class nnUNetTrainerHRNet_10epochs(nnUNetTrainerHRNet):
+    short_num_epochs = 10
 
 
-class nnUNetTrainerHRNetRLS_10epochs(ShortSchedule, nnUNetTrainerHRNetRLS):
-    pass
+class nnUNetTrainerHRNetRLS_10epochs(nnUNetTrainerHRNetRLS):
+    short_num_epochs = 10
 
 
-class nnUNetTrainerAHRNet_10epochs(ShortSchedule, nnUNetTrainerAHRNet):
-    pass
+class nnUNetTrainerAHRNet_10epochs(nnUNetTrainerAHRNet):
+    short_num_epochs = 10
 
 
-class nnUNetTrainerAHRNetRLS_10epochs(ShortSchedule, nnUNetTrainerAHRNetRLS):
-    pass
+class nnUNetTrainerAHRNetRLS_10epochs(nnUNetTrainerAHRNetRLS):
+    short_num_epochs = 10
 
 
-class nnUNetTrainerAHRNetW18_10epochs(ShortSchedule, nnUNetTrainerAHRNetW18):
-    pass
+class nnUNetTrainerAHRNetW18_10epochs(nnUNetTrainerAHRNetW18):
+    short_num_epochs = 10
 
 
-class nnUNetTrainerAHRNetW18RLS_5epochs(ShortSchedule, nnUNetTrainerAHRNetW18RLS):
+class nnUNetTrainerAHRNetW18RLS_5epochs(nnUNetTrainerAHRNetW18RLS):
     """``ulseg demo``'s default: two refinement rounds fit in 10 minutes on 2 CPU cores (measured 9:14 at
     25 iterations per epoch on a quiet machine; 20 leaves a margin)."""
     short_num_epochs = 5
     short_iterations_per_epoch = 20
 
 
-class nnUNetTrainerAHRNetW18RLS_10epochs(ShortSchedule, nnUNetTrainerAHRNetW18RLS):
-    pass
+class nnUNetTrainerAHRNetW18RLS_10epochs(nnUNetTrainerAHRNetW18RLS):
+    short_num_epochs = 10

@@ -1,18 +1,15 @@
 """Like nnUNetTrainerRLS but the level set term covers the whole image (AHRNet Table 2, row 5 "LS")."""
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-from nnunet_ulseg.training.schedule import ShortSchedule
-from nnunet_ulseg.training.weak import WeakLossMixin
+from nnunet_ulseg.training.weak import nnUNetTrainerWeak
 
 
-class nnUNetTrainerLS(WeakLossMixin, nnUNetTrainer):
+class nnUNetTrainerLS(nnUNetTrainerWeak):
     use_rls = True
     rls_region = "image"
 
 
-class nnUNetTrainerLS_1epochs(ShortSchedule, nnUNetTrainerLS):
+class nnUNetTrainerLS_1epochs(nnUNetTrainerLS):
     short_num_epochs, short_iterations_per_epoch, short_val_iterations_per_epoch = 1, 2, 1
 
 
-class nnUNetTrainerLS_10epochs(ShortSchedule, nnUNetTrainerLS):
+class nnUNetTrainerLS_10epochs(nnUNetTrainerLS):
     short_num_epochs = 10

@@ -1,18 +1,19 @@
-"""nnU-Net's U-Net + l_seg, then the regional level set loss on I' (AHRNet Sec. 2.2-2.3; Table 1 "nnUNet+RLS")."""
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+"""nnU-Net's U-Net + l_seg = BCE + IoU, then the regional level set loss on I' (AHRNet Sec. 2.2-2.3).
 
-from nnunet_ulseg.training.schedule import ShortSchedule
-from nnunet_ulseg.training.weak import WeakLossMixin
+Table 1 "nnUNet+RLS" with AHRNet's l_seg; ``nnUNetTrainerDiceCERLS`` keeps nnU-Net's Dice + CE
+instead, so that only RLS differs from nnU-Net's default.
+"""
+from nnunet_ulseg.training.weak import nnUNetTrainerWeak
 
 
-class nnUNetTrainerRLS(WeakLossMixin, nnUNetTrainer):
+class nnUNetTrainerRLS(nnUNetTrainerWeak):
     use_rls = True
     rls_region = "rls"
 
 
-class nnUNetTrainerRLS_1epochs(ShortSchedule, nnUNetTrainerRLS):
+class nnUNetTrainerRLS_1epochs(nnUNetTrainerRLS):
     short_num_epochs, short_iterations_per_epoch, short_val_iterations_per_epoch = 1, 2, 1
 
 
-class nnUNetTrainerRLS_10epochs(ShortSchedule, nnUNetTrainerRLS):
+class nnUNetTrainerRLS_10epochs(nnUNetTrainerRLS):
     short_num_epochs = 10

@@ -1,4 +1,9 @@
-"""AHRNet / HRNet as the network of an ``nnUNetTrainer`` (AHRNet Sec. 2.1, Table 2).
+"""AHRNet / HRNet as the network of the weak-label trainer base (AHRNet Sec. 2.1, Table 2).
+
+:class:`nnUNetTrainerWeakAHRNet` is :class:`~nnunet_ulseg.training.weak.nnUNetTrainerWeak`
+with the network part; the ablation switches ``use_decoder`` (DE), ``use_dual_attention``
+(DA) and ``use_scale_attention`` (SA) select the rows of Table 2 (1: none, 2: DE, 3: DE+DA,
+4: DE+DA+SA = AHRNet), ``hrnet_config`` the backbone width.
 
 * The network is built by the trainer's ``build_network_architecture`` (which nnU-Net's
   predictor also calls), not from the plans' U-Net block, so any nnU-Net 2d plans work
@@ -6,7 +11,8 @@
 * Deep-supervision targets: nnU-Net derives them from the U-Net's pooling strides in the
   plans; AHRNet's outputs are at 1, 1/2, 1/4 of the input (DE decoder, paper's p3, p2,
   p1) or 1 (baseline head), so the scales come from the network instead.
-* Loss weights over the three outputs: the paper's plain sum (``ds_weight_scheme = "equal"``).
+* Loss weights over the three outputs: the paper's plain sum (``ds_weight_scheme = "equal"``,
+  declared on this trainer class).
 * Patch size: HRNet needs sides divisible by 32.  nnU-Net's 2d patches nearly always
   are; when one is not, the plans handed to nnU-Net are changed to the next multiple of
   32 *before* the trainer is built, so training, checkpoint and the ``plans.json`` that
@@ -21,8 +27,9 @@
   logits in nnU-Net's validation (seen after 2 iterations).  InstanceNorm has no
   running statistics, so training and inference normalise alike; pretrained HRNet
   BatchNorm scales and shifts load into its affine parameters.
-* Optimiser and schedule stay nnU-Net's (SGD, poly), so rows of the benchmark differ in
-  network and loss only.  The paper used Adam (1e-3, steps at epochs 40 and 60).
+* Optimiser and schedule stay nnU-Net's (SGD, poly) by default, so rows of the benchmark
+  differ in network and loss only.  The paper's Adam (1e-3, steps at epochs 40 and 60 of 80)
+  is ``optimizer_recipe = "ahrnet"`` (``nnUNetTrainerAHRNetRLSAdam``).
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ import os
 import torch
 
 from nnunet_ulseg.networks.ahrnet import NETWORK_CLASS_NAME, ahrnet_arch_kwargs, deep_supervision_scales
+from nnunet_ulseg.training.weak import nnUNetTrainerWeak
 
 SIZE_DIVISOR = 32
 WEIGHTS_ENV = "ULSEG_HRNET_WEIGHTS"
@@ -61,14 +69,19 @@ def patch_multiple_of(plans: dict, configuration: str, divisor: int = SIZE_DIVIS
     return plans, list(patch)
 
 
-class AHRNetMixin:
-    """Put before the trainer base: ``class nnUNetTrainerAHRNet(AHRNetMixin, WeakLossMixin, nnUNetTrainer)``."""
+#: Table 2 row of each (DE, DA, SA) combination
+ABLATION_ROWS = {(False, False, False): "HRNet baseline (Table 2 row 1)", (True, False, False): "+DE (row 2)",
+                 (True, True, False): "+DE+DA (row 3)", (True, True, True): "AHRNet +DE+DA+SA (row 4)"}
+
+
+class nnUNetTrainerWeakAHRNet(nnUNetTrainerWeak):
+    """The weak-label base with an HRNet/AHRNet network instead of nnU-Net's U-Net."""
 
     hrnet_config: str = "w32"
     use_decoder: bool = True
     use_dual_attention: bool = True
     use_scale_attention: bool = True
-    ds_weight_scheme: str = "equal"
+    ds_weight_scheme = "equal"
     #: local timm-layout HRNet weights (``ULSEG_HRNET_WEIGHTS`` wins when set)
     pretrained_hrnet_path: str | None = None
 
@@ -97,9 +110,8 @@ class AHRNetMixin:
 
     def initialize(self):
         super().initialize()
-        row = {(False, False, False): "HRNet baseline (Table 2 row 1)", (True, False, False): "+DE (row 2)",
-               (True, True, False): "+DE+DA (row 3)", (True, True, True): "AHRNet +DE+DA+SA (row 4)"}.get(
-            (self.use_decoder, self.use_dual_attention, self.use_scale_attention), "custom ablation")
+        row = ABLATION_ROWS.get((self.use_decoder, self.use_dual_attention, self.use_scale_attention),
+                                "custom ablation")
         self.print_to_log_file(f"network: {row}, HRNet {self.hrnet_config}")
         if self._old_patch is not None:
             self.print_to_log_file(f"patch size {self._old_patch} -> {self.configuration_manager.patch_size}: "

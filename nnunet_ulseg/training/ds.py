@@ -1,11 +1,13 @@
 """Deep-supervision weights and the image-aware deep-supervision wrapper.
 
 One place for the per-output weights, so that no trainer pastes nnU-Net's weight block
-again (STYLE.md §1), including its DDP case.
+again (STYLE.md §1), including its DDP case.  The wrapper also keeps the mean loss
+components of each output (the per-output loss's ``last_record``), so trainers log them
+without knowing how many outputs there are or in which order the loss was called.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 import torch
@@ -38,8 +40,13 @@ class ImageDeepSupervision(nn.Module):
 
     nnU-Net's ``train_step`` calls ``self.loss(output, target)``; losses that also need the
     network input (the regional level set, AHRNet Eq. 2) read it from :attr:`image`, which
-    the trainer sets right before each step (:class:`~nnunet_ulseg.training.weak.WeakLossMixin`).
+    the trainer sets right before each step (:class:`~nnunet_ulseg.training.weak.nnUNetTrainerWeak`).
     Outputs and targets may be lists (deep supervision on) or single tensors.
+
+    Components: after each evaluated output ``i`` the per-output loss's ``last_record`` (a
+    dict of detached scalar tensors, if the loss has one) is added to running sums kept per
+    output index (0 = highest resolution); zero-weight outputs are not evaluated and so not
+    recorded.  :meth:`pop_component_means` returns the means since the last pop and resets.
     """
 
     def __init__(self, loss: nn.Module, weights: Sequence[float] | None = None):
@@ -49,6 +56,8 @@ class ImageDeepSupervision(nn.Module):
         if self.weights is not None and not any(w != 0 for w in self.weights):
             raise ValueError("at least one deep-supervision weight must be non-zero")
         self.image: torch.Tensor | None = None
+        self._sums: Dict[int, Dict[str, torch.Tensor]] = {}
+        self._counts: Dict[int, int] = {}
 
     def forward(self, outputs, targets) -> torch.Tensor:
         if not isinstance(outputs, (list, tuple)):
@@ -62,9 +71,28 @@ class ImageDeepSupervision(nn.Module):
         if image is not None:
             image = image.to(outputs[0].device, non_blocking=True)
         total = None
-        for w, out, tgt in zip(weights, outputs, targets):
+        for i, (w, out, tgt) in enumerate(zip(weights, outputs, targets)):
             if w == 0:
                 continue
+            if hasattr(self.loss, "last_record"):
+                self.loss.last_record = None  # never count a stale record twice
             term = w * self.loss(out, tgt, image)
+            self._record(i)
             total = term if total is None else total + term
         return total
+
+    def _record(self, index: int) -> None:
+        record = getattr(self.loss, "last_record", None)
+        if not record:
+            return
+        sums = self._sums.setdefault(index, {})
+        for key, value in record.items():
+            value = value.detach()
+            sums[key] = value if key not in sums else sums[key] + value
+        self._counts[index] = self._counts.get(index, 0) + 1
+
+    def pop_component_means(self) -> Dict[int, Dict[str, float]]:
+        """``{output index: {component: mean}}`` over the calls since the last pop; clears the sums."""
+        means = {i: {k: float(v) / self._counts[i] for k, v in sums.items()} for i, sums in sorted(self._sums.items())}
+        self._sums, self._counts = {}, {}
+        return means

@@ -34,13 +34,16 @@ def _env_int(name: str) -> int | None:
 class ShortSchedule:
     """Mixin for ``nnUNetTrainer`` subclasses: N short epochs.
 
-    Put it first in the bases (``class X(ShortSchedule, nnUNetTrainerY)``).  The
-    ``__init__`` signature is nnU-Net's own (nnU-Net rebuilds its init kwargs from
+    For nnU-Net's own trainer put it first in the bases (``class X(ShortSchedule,
+    nnUNetTrainer)``); the weak-label trainers already have it in their one base
+    (:class:`~nnunet_ulseg.training.weak.nnUNetTrainerWeak`, with ``short_num_epochs =
+    None``), so their ``_Nepochs`` variants only set the attributes.  The ``__init__``
+    signature is nnU-Net's own (nnU-Net rebuilds its init kwargs from
     ``inspect.signature(self.__init__)``, so no extra parameters are allowed).
     """
 
-    #: epochs of the schedule
-    short_num_epochs: int = 10
+    #: epochs of the schedule; None keeps nnU-Net's schedule (and ignores the environment overrides)
+    short_num_epochs: int | None = 10
     #: training iterations per epoch (nnU-Net default: 250)
     short_iterations_per_epoch: int = 25
     #: validation iterations per epoch (nnU-Net default: 50)
@@ -49,6 +52,9 @@ class ShortSchedule:
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self._schedule_override = False
+        if self.short_num_epochs is None:
+            return
         epochs, iterations = _env_int("ULSEG_SHORT_EPOCHS"), _env_int("ULSEG_SHORT_ITERATIONS")
         self.num_epochs = epochs or self.short_num_epochs
         self.num_iterations_per_epoch = iterations or self.short_iterations_per_epoch
@@ -57,6 +63,8 @@ class ShortSchedule:
 
     def on_train_start(self):
         super().on_train_start()
+        if self.short_num_epochs is None:
+            return
         self.print_to_log_file(
             f"short schedule: {self.num_epochs} epochs x {self.num_iterations_per_epoch} iterations"
             + (" (set by ULSEG_SHORT_EPOCHS/ULSEG_SHORT_ITERATIONS)" if self._schedule_override else ""))
