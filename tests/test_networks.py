@@ -209,3 +209,36 @@ def test_w18_forward_at_128():
     assert [tuple(o.shape) for o in outs] == [(1, 2, 128, 128), (1, 2, 64, 64), (1, 2, 32, 32)]
     assert net.encoder.output_channels == [18, 36, 72, 144]
     assert net.fusion.output_channels == 270 and net.attention.output_channels == 67
+
+
+@pytest.mark.parametrize("decoder", [True, False])
+def test_stride_two_stem_doubles_every_branch_and_keeps_nnunet_scales_right(decoder):
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+    kwargs, req = ahrnet_arch_kwargs(TINY, decoder=decoder, stem_stride=2)
+    cm = ConfigurationManager({"architecture": {"network_class_name": NETWORK_CLASS_NAME,
+                                                "arch_kwargs": kwargs, "_kw_requires_import": req}})
+    scales = nnUNetTrainer._get_deep_supervision_scales(
+        SimpleNamespace(enable_deep_supervision=True, configuration_manager=cm))
+    assert np.allclose(scales, deep_supervision_scales(decoder, stem_stride=2))
+    assert np.allclose(scales, [[1, 1], [0.5, 0.5]] if decoder else [[1, 1]])
+    net = AHRNet(1, 2, TINY, decoder=decoder, deep_supervision=True, stem_stride=2).eval()
+    assert net.encoder.output_strides == [2, 4, 8, 16] and net.size_divisor == 16
+    x = torch.randn(1, 1, 48, 80)  # multiples of 16, not of 32
+    with torch.no_grad():
+        feats = net.encoder(x)
+        outs = net(x)
+    assert [tuple(f.shape[2:]) for f in feats] == [(24, 40), (12, 20), (6, 10), (3, 5)]
+    assert [tuple(o.shape[2:]) for o in outs] == [(round(48 * s[0]), round(80 * s[1])) for s in scales]
+    half = 24 * 40
+    extra = 60 * half  # the fused map (TINY: 4 + 8 + 16 + 32 channels)
+    if isinstance(net.attention, DualAttention):
+        extra += half ** 2 + net.attention.output_channels ** 2  # PAM and CAM maps
+    assert net.compute_conv_feature_map_size((48, 80)) == conv_output_elements(net, x) + extra
+    # the same weights as a stride-4 network: a pretrained HRNet loads into either
+    four = AHRNet(1, 2, TINY, decoder=decoder, stem_stride=4)
+    assert {k: v.shape for k, v in net.encoder.state_dict().items()} == \
+        {k: v.shape for k, v in four.encoder.state_dict().items()}
+    with pytest.raises(ValueError, match="stem_stride"):
+        AHRNet(1, 2, TINY, stem_stride=8)

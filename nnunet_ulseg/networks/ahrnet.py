@@ -43,7 +43,7 @@ NETWORK_CLASS_NAME = "nnunet_ulseg.networks.ahrnet.AHRNet"
 _KW_REQUIRES_IMPORT = ["conv_op", "norm_op", "nonlin"]
 
 
-def deep_supervision_strides(decoder: bool = True, size_divisor: int = 32) -> list[list[int]]:
+def deep_supervision_strides(decoder: bool = True, size_divisor: int = 32, stem_stride: int = 4) -> list[list[int]]:
     """The ``strides`` arch kwarg: AHRNet's output resolution ladder in nnU-Net's terms.
 
     Entry 0 is the full-resolution output (stride 1); each next entry is the stride from
@@ -54,18 +54,29 @@ def deep_supervision_strides(decoder: bool = True, size_divisor: int = 32) -> li
 
     * DE decoder: ``[[1, 1], [2, 2], [2, 2], [8, 8]]`` -> ``[[1, 1], [.5, .5], [.25, .25]]``
       for ``[p3, p2, p1]``;
-    * baseline head: ``[[1, 1], [32, 32]]`` -> ``[[1, 1]]`` (one output).
+    * baseline head: ``[[1, 1], [32, 32]]`` -> ``[[1, 1]]`` (one output);
+    * stride-2 stem (``size_divisor`` 16): ``[[1, 1], [2, 2], [8, 8]]`` -> ``[[1, 1], [.5, .5]]``.
 
-    The product over all entries is the patch-size divisor (32).
+    The product over all entries is the patch-size divisor (32, or 16 with a stride-2 stem).
     """
     if decoder:
-        return [[1, 1], [2, 2], [2, 2], [size_divisor // 4] * 2]
+        return [[1, 1]] + [[2, 2]] * _decoder_levels(stem_stride)[1] + [[size_divisor // stem_stride] * 2]
     return [[1, 1], [size_divisor] * 2]
 
 
-def deep_supervision_scales(decoder: bool = True) -> list[list[float]]:
+def _decoder_levels(stem_stride: int) -> tuple[int, int]:
+    """``(levels, upsamplings)`` of the DE decoder behind a stem of ``stem_stride`` (4 -> 3 outputs)."""
+    ups = {2: 1, 4: 2}.get(int(stem_stride))
+    if ups is None:
+        raise ValueError(f"stem_stride must be 2 or 4, got {stem_stride}")
+    return ups + 1, ups
+
+
+def deep_supervision_scales(decoder: bool = True, stem_stride: int = 4) -> list[list[float]]:
     """Output resolutions relative to the input, in output order (full resolution first)."""
-    return [[1.0, 1.0], [0.5, 0.5], [0.25, 0.25]] if decoder else [[1.0, 1.0]]
+    if not decoder:
+        return [[1.0, 1.0]]
+    return [[0.5 ** k] * 2 for k in range(_decoder_levels(stem_stride)[0])]
 
 
 def _dotted(op: type | None) -> str | None:
@@ -76,7 +87,8 @@ def ahrnet_arch_kwargs(config: str | dict = "w32", decoder: bool = True, dual_at
                        scale_attention: bool = True, conv_op: Type[_ConvNd] = nn.Conv2d,
                        norm_op: Type[nn.Module] | None = nn.BatchNorm2d, norm_op_kwargs: dict | None = None,
                        nonlin: Type[nn.Module] | None = nn.ReLU, nonlin_kwargs: dict | None = None,
-                       decoder_channels: int = 32, se_reduction: int = 16) -> tuple[dict, list[str]]:
+                       decoder_channels: int = 32, se_reduction: int = 16,
+                       stem_stride: int = 4) -> tuple[dict, list[str]]:
     """``(arch_kwargs, _kw_requires_import)`` for a plans ``architecture`` block (STYLE.md §3).
 
     JSON-serialisable: op types become dotted names that ``pydoc.locate`` resolves.
@@ -97,7 +109,8 @@ def ahrnet_arch_kwargs(config: str | dict = "w32", decoder: bool = True, dual_at
         "scale_attention": bool(scale_attention),
         "decoder_channels": int(decoder_channels),
         "se_reduction": int(se_reduction),
-        "strides": deep_supervision_strides(decoder),
+        "stem_stride": int(stem_stride),
+        "strides": deep_supervision_strides(decoder, 32 * stem_stride // 4, stem_stride),
     }
     return kwargs, list(_KW_REQUIRES_IMPORT)
 
@@ -116,8 +129,10 @@ class AHRNet(nn.Module):
         it is a description of the outputs for nnU-Net, not a knob.
     :param decoder_channels: width of DE's convs (32 in the paper).
     :param se_reduction: SE reduction of the scale-attention branches.
+    :param stem_stride: 4 (HRNet, the paper) or 2 (every branch at twice the resolution, for
+        small crops; the DE decoder then has two outputs, at 1 and 1/2). See ``HRNetBackbone``.
 
-    Input height and width must be multiples of 32 (``size_divisor``).
+    Input height and width must be multiples of ``size_divisor`` (32, or 16 with stem stride 2).
     """
 
     def __init__(self, input_channels: int, num_classes: int, config: str | dict = "w32",
@@ -126,16 +141,16 @@ class AHRNet(nn.Module):
                  nonlin_kwargs: dict | None = None, decoder: bool = True, dual_attention: bool = True,
                  scale_attention: bool = True, deep_supervision: bool = False,
                  strides: Sequence[Sequence[int]] | None = None, decoder_channels: int = 32,
-                 se_reduction: int = 16):
+                 se_reduction: int = 16, stem_stride: int = 4):
         super().__init__()
         if not (isinstance(conv_op, type) and issubclass(conv_op, nn.Conv2d)):
             raise ValueError(f"AHRNet is 2D only: conv_op must be nn.Conv2d, got {conv_op!r}")
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         ops = dict(norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, nonlin=nonlin, nonlin_kwargs=nonlin_kwargs)
-        self.encoder = HRNetBackbone(input_channels, config, conv_op, **ops)
+        self.encoder = HRNetBackbone(input_channels, config, conv_op, **ops, stem_stride=stem_stride)
         self.size_divisor = max(self.encoder.output_strides)
-        expected = deep_supervision_strides(decoder, self.size_divisor)
+        expected = deep_supervision_strides(decoder, self.size_divisor, stem_stride)
         if strides is not None and [[int(s) for s in row] for row in strides] != expected:
             raise ValueError(f"strides {strides!r} do not describe this network's outputs; with "
                              f"decoder={decoder} they must be {expected} (or None)")
@@ -153,7 +168,7 @@ class AHRNet(nn.Module):
             self.attention = nn.Identity()
         if decoder:
             self.decoder = DEDecoder(conv_op, width, self.num_classes, decoder_channels, **ops,
-                                     deep_supervision=deep_supervision)
+                                     deep_supervision=deep_supervision, levels=_decoder_levels(stem_stride)[0])
         else:
             self.decoder = BaselineHead(conv_op, width, self.num_classes, self.encoder.output_strides[0],
                                         deep_supervision=deep_supervision)

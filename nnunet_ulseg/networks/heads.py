@@ -129,19 +129,21 @@ class DEDecoder(nn.Module):
 
     def __init__(self, conv_op: Type[_ConvNd], input_channels: int, num_classes: int, channels: int = 32,
                  norm_op=None, norm_op_kwargs=None, nonlin=None, nonlin_kwargs=None,
-                 deep_supervision: bool = False):
+                 deep_supervision: bool = False, levels: int = 3):
+        """``levels``: outputs at 1, 1/2, ..., 1/2^(levels-1) of the input; 3 is the paper's (input at
+        1/4); 2 serves a stride-2 stem (input at 1/2: one deconvolution, outputs [p_1, p_1/2])."""
         super().__init__()
+        if levels < 1:
+            raise ValueError(f"levels must be >= 1, got {levels}")
         ops = dict(norm_op=norm_op, norm_op_kwargs=norm_op_kwargs, nonlin=nonlin, nonlin_kwargs=nonlin_kwargs)
         self.num_classes, self.channels = num_classes, channels
         self.deep_supervision = deep_supervision
-        self.stages = nn.ModuleList([
-            ConvNormAct(conv_op, input_channels, channels, 3, 1, **ops),
-            ConvNormAct(conv_op, channels, channels, 3, 1, **ops),
-            ConvNormAct(conv_op, channels, channels, 3, 1, **ops),
-        ])
+        self.stages = nn.ModuleList([ConvNormAct(conv_op, input_channels, channels, 3, 1, **ops)] + [
+            ConvNormAct(conv_op, channels, channels, 3, 1, **ops) for _ in range(levels - 1)])
         self.upconvs = nn.ModuleList([_UpConvNormAct(conv_op, channels + num_classes, channels, **ops)
-                                      for _ in range(2)])
-        self.seg_layers = nn.ModuleList([conv_op(channels, num_classes, 1, 1, 0, bias=True) for _ in range(3)])
+                                      for _ in range(levels - 1)])
+        self.seg_layers = nn.ModuleList([conv_op(channels, num_classes, 1, 1, 0, bias=True)
+                                         for _ in range(levels)])
 
     def forward(self, x: torch.Tensor):
         preds = []
@@ -153,10 +155,10 @@ class DEDecoder(nn.Module):
         return preds[::-1] if self.deep_supervision else preds[-1]
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
-        """``input_size`` is the 1/4-resolution size of the decoder input."""
+        """``input_size`` is the (1/4 or 1/2-resolution) size of the decoder input."""
         total = np.int64(0)
         size = [int(s) for s in input_size]
-        for k in range(3):
+        for k in range(len(self.seg_layers)):
             if k:
                 total += self.upconvs[k - 1].compute_conv_feature_map_size(size)
                 size = [2 * s for s in size]

@@ -167,7 +167,12 @@ def make_stage(conv_op: Type[_ConvNd], stage: dict, input_channels: Sequence[int
 class HRNetBackbone(nn.Module):
     """HRNet feature extractor returning ``[F_1, ..., F_n]`` at strides 4, 8, ..., 2^(n+1).
 
-    Submodules: ``stem`` (two 3x3 stride-2 conv-norm-acts), ``stages[0]`` (stage 1: a block
+    ``stem_stride`` 4 is HRNet's (two stride-2 stem convs).  2 makes the second stem conv
+    stride 1, so every branch has twice the resolution (strides 2, 4, ...): for small lesion
+    crops (64 px, where the stride-4 branch is 16 x 16 px) at 4x the backbone's compute.  The
+    paper (128-256 px crops) always uses 4; the weights are the same tensors either way.
+
+    Submodules: ``stem`` (two 3x3 conv-norm-acts), ``stages[0]`` (stage 1: a block
     sequence), ``stages[1:]`` (sequences of :class:`HighResolutionModule`) and
     ``transitions[t]`` between ``stages[t]`` and ``stages[t + 1]``. ``config`` is a name in
     ``HRNET_CONFIGS`` or a stage dict (see ``networks/configs.py``). Attributes
@@ -178,8 +183,10 @@ class HRNetBackbone(nn.Module):
     def __init__(self, input_channels: int, config: str | dict = "w32", conv_op: Type[_ConvNd] = nn.Conv2d,
                  norm_op: Type[nn.Module] | None = nn.BatchNorm2d, norm_op_kwargs: dict | None = None,
                  nonlin: Type[nn.Module] | None = nn.ReLU, nonlin_kwargs: dict | None = None,
-                 upsample_mode: str = "nearest"):
+                 upsample_mode: str = "nearest", stem_stride: int = 4):
         super().__init__()
+        if stem_stride not in (2, 4):
+            raise ValueError(f"stem_stride must be 2 or 4, got {stem_stride}")
         if conv_dim(conv_op) != 2 or not issubclass(conv_op, nn.Conv2d):
             raise ValueError(f"HRNetBackbone is 2D only (conv_op must be nn.Conv2d), got {conv_op.__name__}")
         if int(input_channels) < 1:
@@ -193,7 +200,8 @@ class HRNetBackbone(nn.Module):
                    nonlin_kwargs=self.nonlin_kwargs)
         stem = int(cfg["stem_channels"])
         self.stem = nn.Sequential(ConvNormAct(conv_op, input_channels, stem, 3, 2, **ops),
-                                  ConvNormAct(conv_op, stem, 64, 3, 2, **ops))
+                                  ConvNormAct(conv_op, stem, 64, 3, stem_stride // 2, **ops))
+        self.stem_stride = int(stem_stride)
         first = cfg["stages"][0]
         self.stages = nn.ModuleList([BlockSequence(BLOCK_TYPES[first["block"]], first["num_blocks"][0], conv_op,
                                                    64, first["num_channels"][0], 1, **ops)])
@@ -208,7 +216,7 @@ class HRNetBackbone(nn.Module):
             chans = self.stages[-1].output_channels
         self.input_channels = int(input_channels)
         self.output_channels = list(chans)
-        self.output_strides = [4 * 2 ** k for k in range(len(chans))]
+        self.output_strides = [self.stem_stride * 2 ** k for k in range(len(chans))]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = [self.stages[0](self.stem(x))]
@@ -221,7 +229,8 @@ class HRNetBackbone(nn.Module):
         total = self.stem[0].compute_conv_feature_map_size(input_size)
         size = _half(input_size)
         total += self.stem[1].compute_conv_feature_map_size(size)
-        size = _half(size)
+        if self.stem_stride == 4:
+            size = _half(size)
         total += self.stages[0].compute_conv_feature_map_size(size)
         sizes = [size]
         for transition, stage in zip(self.transitions, self.stages[1:]):
