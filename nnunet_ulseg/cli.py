@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nnunet_ulseg.evaluation.cli import add_evaluate_parser, add_measure_parser
     from nnunet_ulseg.refine.cli import add_refine_parser
     from nnunet_ulseg.workflow.cli import add_demo_parser
+    from nnunet_ulseg.workflow.postprocess_cli import add_postprocess_parser
 
     parser = argparse.ArgumentParser(
         prog="ulseg",
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_measure_parser(sub)
     add_refine_parser(sub)
+    add_postprocess_parser(sub)
     add_demo_parser(sub)
     return parser
 

@@ -291,3 +291,44 @@ def test_measure_library_and_cli(data, tmp_path, capsys):
     assert m[rows[2].case]["total_area_mm2"] > m[rows[2].case]["area_mm2"]
     assert recist_ellipse_area(4.0, 2.0) == pytest.approx(2 * math.pi)
 
+
+
+def test_evaluate_with_postprocessing_modes(data, tmp_path, capsys):
+    """--postprocess: the stray blob goes, the empty prediction becomes the RECIST ellipse, per mode in one table."""
+    rows = data["rows"]
+    r = evaluate_folders([data["broken"]], data["raw"] / "referencesTs", data["sidecar"], tmp_path / "o",
+                         allow_missing=True, postprocess=["none", "mark", "mark-ellipse"], plots=False)
+    names = ["broken [none]", "broken [mark]", "broken [mark-ellipse]"]
+    assert list(r.summary["per_prediction"]) == names
+    by = {(t["pred_name"], t["case"]): t for t in r.records}
+    empty, missing, blob = rows[:3]
+    ellipse = {t["case"]: t for t in evaluate_folders([data["raw"] / "pseudolabelsTs"], data["raw"] / "referencesTs",
+                                                      data["sidecar"], tmp_path / "e", plots=False).records}
+    assert by["broken [none]", empty.case]["dice"] == 0.0
+    assert by["broken [mark]", empty.case]["postprocess_status"] == "fallback_ellipse"
+    assert by["broken [mark]", empty.case]["dice"] == ellipse[empty.case]["dice"] > 0.5
+    assert by["broken [none]", blob.case]["pred_components"] == 2
+    assert by["broken [mark]", blob.case]["pred_components"] == 1
+    assert by["broken [mark]", blob.case]["dice"] > by["broken [none]", blob.case]["dice"]
+    assert by["broken [mark]", blob.case]["postprocess_status"] == "marked"
+    assert by["broken [mark]", missing.case]["status"] == "missing"
+    pp = r.summary["postprocess"]
+    assert pp["broken [mark]"]["mode"] == "mark" and pp["broken [mark]"]["fallback_cases"] == [empty.case]
+    assert pp["broken [none]"]["status_counts"] == {"unchanged": len(rows) - 1}
+    assert r.summary["settings"]["postprocess"] == ["none", "mark", "mark-ellipse"]
+    assert "broken [mark-ellipse]: mark-ellipse: as 'mark', after clipping" in r.table
+    with open(tmp_path / "o" / "metrics.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert {t["postprocess"] for t in table} == {"none", "mark", "mark-ellipse"}
+    # one mode keeps the folder names; the CLI says which mode was used
+    rc = cli(["evaluate", "--pred", str(data["raw"] / "pseudolabelsTs"), "--ref", str(data["raw"] / "referencesTs"),
+              "--sidecar", str(data["sidecar"]), "--out", str(tmp_path / "cli"), "--no-plots", "--postprocess", "mark"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "pseudolabelsTs: mark: keep the 8-connected components" in text
+    s = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert list(s["per_prediction"]) == ["pseudolabelsTs"] and s["settings"]["postprocess"] == ["mark"]
+    assert "post-processing: none" in evaluate_folders([data["raw"] / "pseudolabelsTs"], data["raw"] / "referencesTs",
+                                                       data["sidecar"], tmp_path / "n", plots=False).table
+    with pytest.raises(ValueError, match="repeated"):
+        evaluate_folders([data["broken"]], data["raw"] / "referencesTs", data["sidecar"], tmp_path / "x",
+                         postprocess=["mark", "mark"])

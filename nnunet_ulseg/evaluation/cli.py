@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+#: :data:`nnunet_ulseg.postprocess.MODES`, spelled out so that building the parser stays cheap
+#: (no numpy/scipy import; a test checks that both agree).
+POSTPROCESS_CHOICES = ("none", "mark", "mark-ellipse")
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sidecar", type=Path, required=True, metavar="lesions.csv",
@@ -43,6 +47,10 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, metavar="DIR",
                    help="CT crops <case>_0000.mha for the gallery (default: <ref>/../imagesTs)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--postprocess", nargs="+", choices=POSTPROCESS_CHOICES, default=["none"], metavar="MODE",
+                   help="post-process each prediction with its RECIST mark (lesions.csv) before scoring: none "
+                        "(default), mark (keep the components the mark crosses, fill holes) or mark-ellipse (also "
+                        "clip to the 1.5x RECIST ellipse); several modes score each folder once per mode")
     _common(p)
     p.set_defaults(func=run_evaluate)
     return p
@@ -71,7 +79,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_folders(args.pred, args.ref, args.sidecar, args.out, names=args.names, split=args.split,
                               images_dir=args.images, allow_missing=args.allow_missing,
                               interpolation=args.interpolation, file_ending=args.file_ending,
-                              plots=not args.no_plots)
+                              plots=not args.no_plots, postprocess=args.postprocess)
     print(result.table)
     print(f"\nwrote {', '.join(str(p) for p in result.files.values())}")
     return 0

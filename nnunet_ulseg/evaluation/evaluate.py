@@ -22,6 +22,15 @@ Choices where the spec is silent:
 * A missing prediction file is an error naming the cases, unless ``allow_missing``: then
   the lesion gets a ``metrics.csv`` row with ``status = missing`` and NaN metrics and is
   counted, but not scored (see :mod:`.aggregate`).
+* Post-processing (``postprocess``, ``--postprocess``): a mode of
+  :data:`nnunet_ulseg.postprocess.MODES` is applied to every *prediction* (never to the
+  reference) in crop geometry, with the case's crop-geometry RECIST mark from the sidecar,
+  before paste-back (:func:`nnunet_ulseg.postprocess.postprocess_crop`), the same place
+  as in ``ulseg postprocess`` and ``ulseg refine``.  Several modes evaluate every folder
+  once per mode, named ``<name> [<mode>]``, so their effect sits in one table.  The mode
+  and the per-case outcome (``marked`` or the fallback used) are columns of
+  ``metrics.csv``; ``summary.json`` counts them under ``postprocess`` and the printed
+  table ends with the mode(s) used.
 * Metrics are computed on the part of the key slice around the crop box
   (:func:`slice_window`), which gives the same numbers as the whole slice, faster.
 * Outputs in ``out_dir`` (created; files of the same name are replaced):
@@ -48,7 +57,8 @@ from nnunet_ulseg.workflow.slice_scores import read_crop_mask
 logger = logging.getLogger(__name__)
 
 LESION_LABEL = 1
-CASE_COLUMNS = ("pred_name", "case", "split", "dl_row", "File_name", "lesion_type", "lesion_type_name", "status")
+CASE_COLUMNS = ("pred_name", "case", "split", "dl_row", "File_name", "lesion_type", "lesion_type_name", "status",
+                "postprocess", "postprocess_status")
 METRICS_COLUMNS = CASE_COLUMNS + tuple(f.name for f in fields(LesionMetrics))
 
 DEFINITIONS = {
@@ -72,6 +82,8 @@ DEFINITIONS = {
     "std": "population standard deviation (ddof=0); NaN values excluded and counted as n_nan",
     "dice_at_least": f"share of evaluated lesions with Dice >= {', '.join(str(t) for t in DICE_THRESHOLDS)}",
     "missing": "prediction file missing (--allow-missing): counted, excluded from statistics",
+    "postprocess": "predictions post-processed in crop geometry with the lesions.csv RECIST mark before paste-back "
+                   "(nnunet_ulseg.postprocess); postprocess_status: marked, unchanged or the fallback used",
 }
 
 
@@ -129,6 +141,29 @@ def crop_label(path: Path, row: LesionRow) -> np.ndarray:
     return array == LESION_LABEL
 
 
+def predicted_label(path: Path, row: LesionRow, postprocess: str = "none") -> tuple[np.ndarray, str]:
+    """:func:`crop_label` of a prediction after the ``postprocess`` mode, and the case's post-processing status."""
+    from nnunet_ulseg.postprocess import postprocess_crop
+
+    try:
+        kept = postprocess_crop(crop_label(path, row), row, postprocess)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return kept.mask, kept.status
+
+
+def postprocess_modes(postprocess: str | Sequence[str]) -> list[str]:
+    """The mode(s) asked for as a list, each checked; duplicates are an error."""
+    from nnunet_ulseg.postprocess import check_mode
+
+    modes = [postprocess] if isinstance(postprocess, str) else list(postprocess)
+    if not modes:
+        raise ValueError("no post-processing mode given")
+    if len(set(modes)) != len(modes):
+        raise ValueError(f"post-processing modes repeated: {modes}")
+    return [check_mode(m) for m in modes]
+
+
 def to_slice(crop_mask: np.ndarray, row: LesionRow, interpolation: str = "linear") -> np.ndarray:
     """Paste a boolean crop mask back into the ``(image_height, image_width)`` key slice (bool)."""
     out = paste_back(crop_mask.astype(np.uint8), row, interpolation=interpolation)
@@ -150,10 +185,12 @@ def slice_window(row: LesionRow, margin: int = 2) -> tuple[slice, slice]:
     return slice(r0, max(r0, r1)), slice(c0, max(c0, c1))
 
 
-def _record(name: str, row: LesionRow, status: str, m: LesionMetrics | None) -> dict:
+def _record(name: str, row: LesionRow, status: str, m: LesionMetrics | None, postprocess: str = "none",
+            postprocess_status: str = "") -> dict:
     rec = {"pred_name": name, "case": row.case, "split": row.split, "dl_row": row.dl_row,
            "File_name": row.File_name, "lesion_type": row.lesion_type if row.lesion_type is not None else -1,
-           "lesion_type_name": lesion_type_name(row.lesion_type), "status": status}
+           "lesion_type_name": lesion_type_name(row.lesion_type), "status": status, "postprocess": postprocess,
+           "postprocess_status": postprocess_status}
     if m is not None:
         rec.update(m.as_dict())
     else:
@@ -198,11 +235,14 @@ def jsonable(obj):
 def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidecar: str | Path,
                      out_dir: str | Path, names: Sequence[str] | None = None, split: str | None = "test",
                      images_dir: str | Path | None = None, allow_missing: bool = False,
-                     interpolation: str = "linear", file_ending: str = ".mha", plots: bool = True) -> EvaluationResult:
+                     interpolation: str = "linear", file_ending: str = ".mha", plots: bool = True,
+                     postprocess: str | Sequence[str] = "none") -> EvaluationResult:
     """Evaluate every prediction folder against ``ref_dir`` (module docstring); write and return the results.
 
     ``images_dir`` holds the CT crops (``<case>_0000<file_ending>``) for the gallery;
     default ``<ref_dir>/../imagesTs``; when absent the gallery is drawn without CT.
+    ``postprocess``: one mode of :data:`nnunet_ulseg.postprocess.MODES` or several (each
+    folder is then evaluated once per mode, named ``<name> [<mode>]``).
     Raises ``FileNotFoundError`` for a missing folder, a missing prediction (unless
     ``allow_missing``) or when no case has a reference; ``ValueError`` for bad input.
     """
@@ -215,7 +255,11 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
             raise FileNotFoundError(f"{p}: no such folder")
     if not sidecar.is_file():
         raise FileNotFoundError(f"{sidecar}: no such sidecar file")
-    names = resolve_names(pred_paths, names)
+    folder_names = resolve_names(pred_paths, names)
+    modes = postprocess_modes(postprocess)
+    entries = [(n if len(modes) == 1 else f"{n} [{mode}]", p, mode) for n, p in zip(folder_names, pred_paths)
+               for mode in modes]
+    names = [n for n, _, _ in entries]
     rows = select_rows(read_sidecar(sidecar), split)
     if not rows:
         raise ValueError(f"{sidecar}: no cases of split {split!r}")
@@ -226,9 +270,9 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
         raise FileNotFoundError(f"{ref_dir}: no reference <case>{file_ending} for any of the {len(rows)} "
                                 f"cases of split {split!r} in {sidecar}")
     missing = {n: [r.case for r in with_ref if not (p / f"{r.case}{file_ending}").is_file()]
-               for n, p in zip(names, pred_paths)}
+               for n, p in zip(folder_names, pred_paths)}
     if not allow_missing:
-        for n, p in zip(names, pred_paths):
+        for n, p in zip(folder_names, pred_paths):
             if missing[n]:
                 raise missing_predictions_error(p, missing[n], len(with_ref))
 
@@ -237,24 +281,27 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
         window = slice_window(row)
         ref = to_slice(crop_label(ref_dir / f"{row.case}{file_ending}", row), row, interpolation)[window]
         spacing = (row.spacing_x, row.spacing_y)
-        for n, p in zip(names, pred_paths):
+        for n, p, mode in entries:
             path = p / f"{row.case}{file_ending}"
             if not path.is_file():
-                records.append(_record(n, row, "missing", None))
+                records.append(_record(n, row, "missing", None, mode))
                 continue
-            pred = to_slice(crop_label(path, row), row, interpolation)[window]
+            crop, pp_status = predicted_label(path, row, mode)
+            pred = to_slice(crop, row, interpolation)[window]
             m = lesion_metrics(pred, ref, spacing, row.long_mm, row.short_mm)
-            records.append(_record(n, row, "ok", m))
+            records.append(_record(n, row, "ok", m, mode, pp_status))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = aggregate(records, names)
     table = format_table(stats)
     if without_ref:
         table += f"\n{len(without_ref)} case(s) of split {split!r} have no reference in {ref_dir} and were skipped"
+    pp_summary = postprocess_summary(records, entries)
+    table += "\n" + format_postprocess(pp_summary)
     summary = {
-        "settings": {"pred_dirs": {n: str(p) for n, p in zip(names, pred_paths)}, "ref_dir": str(ref_dir),
+        "settings": {"pred_dirs": {n: str(p) for n, p in zip(folder_names, pred_paths)}, "ref_dir": str(ref_dir),
                      "sidecar": str(sidecar), "split": split, "interpolation": interpolation,
-                     "file_ending": file_ending, "allow_missing": allow_missing},
+                     "file_ending": file_ending, "allow_missing": allow_missing, "postprocess": modes},
         "definitions": DEFINITIONS,
         "n_cases_in_split": len(rows),
         "n_evaluated_cases": len(with_ref),
@@ -262,6 +309,7 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
         "cases_without_reference": without_ref,
         "missing_predictions": missing,
         "per_prediction": stats,
+        "postprocess": pp_summary,
     }
     files = {"metrics": out_dir / "metrics.csv", "summary": out_dir / "summary.json",
              "table": out_dir / "summary.txt"}
@@ -271,8 +319,34 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
         f.write("\n")
     files["table"].write_text(table + "\n")
     if plots:
-        files.update(_plots(records, names, pred_paths, ref_dir, with_ref, out_dir, images_dir, file_ending))
+        files.update(_plots(records, entries, ref_dir, with_ref, out_dir, images_dir, file_ending))
     return EvaluationResult(out_dir, records, summary, table, files)
+
+
+def postprocess_summary(records: Sequence[dict], entries: Sequence[tuple[str, Path, str]]) -> dict:
+    """Per prediction name: its mode, the count of each post-processing status, and the fallback cases."""
+    from nnunet_ulseg.postprocess import describe_mode
+
+    out = {}
+    for name, _, mode in entries:
+        statuses = [r["postprocess_status"] for r in records if r["pred_name"] == name and r["status"] == "ok"]
+        out[name] = {"mode": mode, "description": describe_mode(mode),
+                     "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))},
+                     "fallback_cases": [r["case"] for r in records if r["pred_name"] == name
+                                        and str(r["postprocess_status"]).startswith("fallback_")]}
+    return out
+
+
+def format_postprocess(pp_summary: dict) -> str:
+    """The lines saying which post-processing each prediction had (end of the printed table)."""
+    modes = {v["mode"] for v in pp_summary.values()}
+    if modes == {"none"}:
+        return "post-processing: none (predictions as they are; --postprocess mark or mark-ellipse to clean them)"
+    lines = ["post-processing (crop geometry, RECIST mark of lesions.csv):"]
+    for name, v in pp_summary.items():
+        counts = ", ".join(f"{k} {n}" for k, n in v["status_counts"].items())
+        lines.append(f"  {name}: {v['description']}" + (f" [{counts}]" if v["mode"] != "none" and counts else ""))
+    return "\n".join(lines)
 
 
 def _read_ct(images_dir: Path | None, row: LesionRow, file_ending: str) -> np.ndarray | None:
@@ -291,9 +365,10 @@ def _window(row: LesionRow) -> tuple[float, float]:
     return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and hi > lo else (-175.0, 275.0)
 
 
-def _plots(records, names, pred_paths, ref_dir, rows, out_dir, images_dir, file_ending) -> dict[str, Path]:
+def _plots(records, entries, ref_dir, rows, out_dir, images_dir, file_ending) -> dict[str, Path]:
     from nnunet_ulseg.evaluation.plots import GalleryPanel, pick_cases, plot_dice_cumulative, plot_gallery
 
+    names = [n for n, _, _ in entries]
     files = {}
     ok = [r for r in records if r["status"] == "ok"]
     dice = {n: [r["dice"] for r in ok if r["pred_name"] == n] for n in names}
@@ -306,13 +381,13 @@ def _plots(records, names, pred_paths, ref_dir, rows, out_dir, images_dir, file_
         images = None
     by_case = {r.case: r for r in rows}
     gallery = {}
-    for n, p in zip(names, pred_paths):
+    for n, p, mode in entries:
         panels = []
         for kind, rec in pick_cases([r for r in ok if r["pred_name"] == n]):
             row = by_case[rec["case"]]
             panels.append(GalleryPanel(
                 title=f"{kind}: {row.case} ({rec['lesion_type_name']})",
-                pred=crop_label(p / f"{row.case}{file_ending}", row),
+                pred=predicted_label(p / f"{row.case}{file_ending}", row, mode)[0],
                 ref=crop_label(ref_dir / f"{row.case}{file_ending}", row),
                 dice=float(rec["dice"]), ct=_read_ct(images, row, file_ending),
                 window=_window(row), recist=row.recist_crop_points))

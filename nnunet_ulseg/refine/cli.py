@@ -5,6 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
+#: :data:`nnunet_ulseg.postprocess.MODES`, spelled out so that building the parser stays cheap
+#: (no numpy/scipy import; a test checks that both agree).
+POSTPROCESS_CHOICES = ("none", "mark", "mark-ellipse")
+
 
 def add_refine_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -37,6 +41,12 @@ def add_refine_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--truth", type=Path, default=None,
                    help="generated sample folder (with masks.csv): report the Dice of each round's pseudo masks "
                         "and of its model on the test split")
+    p.add_argument("--postprocess", choices=POSTPROCESS_CHOICES, default="none", metavar="MODE",
+                   help="post-process every prediction with its RECIST mark (lesions.csv) before it is used: the "
+                        "training-case predictions before the round update and the test predictions that are "
+                        "scored. none (default), mark (keep the components the mark crosses, fill holes; the "
+                        "ellipse when none is crossed) or mark-ellipse (also clip to the 1.5x RECIST ellipse). "
+                        "Fixed for a run: a resumed run must use the same mode")
     p.add_argument("--init-from-previous", action="store_true",
                    help="start round r+1's training from round r's weights (nnUNetv2_train -pretrained_weights)")
     p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth",
@@ -66,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k) for k in (
         "configuration", "plans", "fold", "rounds", "cross_val", "num_parts", "part_id", "follow", "truth",
         "init_from_previous", "checkpoint", "device", "num_processes", "num_gpus", "tta", "wait_timeout",
-        "poll_interval")}
+        "poll_interval", "postprocess")}
     try:
         refine(args.dataset, args.trainer, **options)
     except WaitTimeout as exc:

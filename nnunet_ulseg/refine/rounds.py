@@ -45,6 +45,16 @@ Choices where the paper is silent:
   output), ``refine_report.json``, ``round<r>/predictions`` and ``round<r>/test_predictions``.
 * One coordinator at a time: ``coordinator.lock`` (host, pid) in the work folder; a lock
   left by a dead process on the same host is taken over.
+* ``postprocess`` (``--postprocess``, :data:`nnunet_ulseg.postprocess.MODES`, default
+  ``none``): every prediction is post-processed with its case's crop-geometry RECIST mark
+  from round 1's ``lesions.csv`` (:func:`nnunet_ulseg.postprocess.postprocess_crop`) before
+  it is used.  ``build_r`` post-processes round r-1's training-case predictions into
+  ``round<r-1>/predictions_<mode>/`` and hands those to the round update (so ``p`` in
+  p ∩ e is the cleaned prediction; the update rule itself is unchanged), and ``test_r``
+  post-processes ``round<r>/test_predictions`` into ``round<r>/test_predictions_<mode>/``,
+  which is what the report scores (the step records both folders).  The raw nnU-Net
+  outputs stay as they are.  The mode is one of the manifest's arguments and, like the
+  others that change what finished steps mean, cannot change when a run is resumed.
 """
 from __future__ import annotations
 
@@ -62,7 +72,8 @@ from nnunet_ulseg.refine.backend import NNUNetBackend, transfer_plans
 from nnunet_ulseg.refine.labels import (build_round_dataset, dataset_id_of, find_dataset, label_statistics,
                                         link_file, next_round_dataset_id, round_dataset_name, training_cases,
                                         used_dataset_ids)
-from nnunet_ulseg.refine.manifest import Manifest, now, read_json, write_json_atomic
+from nnunet_ulseg.postprocess import MODES as POSTPROCESS_MODES
+from nnunet_ulseg.refine.manifest import Manifest, ManifestConflict, now, read_json, write_json_atomic
 from nnunet_ulseg.refine.parts import (collect_predictions, mark_part_done, missing_parts, model_fingerprint,
                                        part_cases, part_done, part_folder, wait_until)
 from nnunet_ulseg.refine.report import build_report, format_report, write_report
@@ -100,6 +111,7 @@ class RefineConfig:
     wait_timeout: float = 48 * 3600.0
     poll_interval: float = 30.0
     follow: bool = False
+    postprocess: str = "none"
 
     def validate(self) -> None:
         if self.rounds < 1:
@@ -112,6 +124,9 @@ class RefineConfig:
             raise ValueError("--cross-val trains folds 0-4 of every round; do not pass a fold")
         if self.fold is not None and int(self.fold) < 0:
             raise ValueError(f"fold must be >= 0, got {self.fold}")
+        if self.postprocess not in POSTPROCESS_MODES:
+            raise ValueError(f"unknown post-processing mode {self.postprocess!r}; choose one of "
+                             f"{', '.join(POSTPROCESS_MODES)}")
         if self.truth is not None and not (Path(self.truth) / "masks.csv").exists():
             raise FileNotFoundError(f"{self.truth} has no masks.csv: --truth needs a sample made by ulseg make-sample")
 
@@ -122,7 +137,8 @@ class RefineConfig:
     def manifest_arguments(self, dataset_name: str) -> dict:
         return {"dataset": dataset_name, "configuration": self.configuration, "trainer": self.trainer,
                 "plans": self.plans, "fold": None if self.cross_val else self.folds[0],
-                "cross_val": self.cross_val, "init_from_previous": self.init_from_previous, "rounds": self.rounds}
+                "cross_val": self.cross_val, "init_from_previous": self.init_from_previous, "rounds": self.rounds,
+                "postprocess": self.postprocess}
 
 
 @dataclass
@@ -192,6 +208,10 @@ class Refinement:
                                                 config.tta, echo, config.num_gpus)
         self.arguments = config.manifest_arguments(self.base)
         self.manifest: Manifest | None = None
+        self.sidecar = self.base_raw / "lesions.csv"
+        if config.postprocess != "none" and not self.sidecar.is_file():
+            raise RefineError(f"--postprocess {config.postprocess} needs each case's RECIST mark, but {self.sidecar} "
+                              "is missing (the converter writes it)")
 
     # -- layout ------------------------------------------------------------------------
     def dataset_name(self, r: int) -> str:
@@ -234,6 +254,8 @@ class Refinement:
     def _coordinate(self) -> RefineResult:
         self.work.mkdir(parents=True, exist_ok=True)
         with coordinator_lock(self.work / "coordinator.lock"):
+            if self.manifest_path.exists():
+                self._check_postprocess(Manifest.read(self.manifest_path))
             m = self.manifest = Manifest.open(self.manifest_path, self.arguments)
             interrupted = (m.in_progress or {}).get("step")
             steps = self.steps()
@@ -251,6 +273,9 @@ class Refinement:
             report = build_report(m.data, self.paths.raw, self.work, self.cfg.truth)
             write_report(report, self.work / "refine_report.json")
             self.say(format_report(report))
+            if self.cfg.postprocess != "none":
+                self.say(f"  predictions post-processed with --postprocess {self.cfg.postprocess} before the round "
+                         "updates and the test scores")
             return RefineResult(self.work, self.manifest_path, "coordinator", report=report)
 
     def steps(self) -> list[_Step]:
@@ -274,6 +299,31 @@ class Refinement:
                                    + (f" (part 0 of {c.num_parts})" if c.num_parts > 1 else ""),
                                    lambda redo, r=r: self._predict(r)))
         return steps
+
+    def _check_postprocess(self, manifest: Manifest) -> None:
+        """Refuse to continue a run whose manifest records another post-processing mode.
+
+        Manifests written before the option existed have no ``postprocess``: they ran with ``none``.
+        """
+        recorded = manifest.arguments.get("postprocess", "none")
+        if recorded != self.cfg.postprocess:
+            raise ManifestConflict(
+                f"{manifest.path} belongs to a refinement run with other arguments:\n  postprocess: manifest has "
+                f"{recorded!r}, this command has {self.cfg.postprocess!r}\nRe-run with the recorded arguments, or "
+                "move that folder away to start over.")
+
+    def _postprocess(self, files: dict[str, Path], out_dir: Path) -> tuple[dict[str, Path], dict]:
+        """``files`` (case -> prediction) post-processed into ``out_dir`` (emptied first); new mapping and counts."""
+        from nnunet_ulseg.conversion.sidecar import read_sidecar
+        from nnunet_ulseg.workflow.postprocess_cli import postprocess_cases
+
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        written, record = postprocess_cases(files, out_dir, read_sidecar(self.sidecar), self.cfg.postprocess,
+                                            self.ending, sidecar=self.sidecar)
+        info = {"mode": self.cfg.postprocess, "folder": Path(os.path.relpath(out_dir, self.work)).as_posix(),
+                "status_counts": record["status_counts"], "fallback_cases": len(record["fallback_cases"])}
+        return written, info
 
     def _prepare(self, redo: bool) -> dict:
         c, info = self.cfg, {}
@@ -361,7 +411,13 @@ class Refinement:
         out.mkdir(parents=True)
         self.backend.predict(self.dataset_name(r), self.cfg.folds, self.paths.raw / self.dataset_name(r) / "imagesTs",
                              out)
-        return {"predictions": Path(os.path.relpath(out, self.work)).as_posix()}
+        if self.cfg.postprocess == "none":
+            return {"predictions": Path(os.path.relpath(out, self.work)).as_posix()}
+        files = {p.name[:-len(self.ending)]: p for p in sorted(out.iterdir())
+                 if p.is_file() and p.name.endswith(self.ending)}
+        _, info = self._postprocess(files, out.with_name(f"test_predictions_{self.cfg.postprocess}"))
+        return {"predictions": info["folder"], "postprocess": info,
+                "unprocessed_predictions": Path(os.path.relpath(out, self.work)).as_posix()}
 
     def _model(self, r: int) -> list[dict]:
         return model_fingerprint(self.checkpoints(r), self.paths.results)
@@ -437,11 +493,18 @@ class Refinement:
         predictions = {}
         for _, cases, job in self.prediction_jobs(prev):
             predictions.update(collect_predictions(job, num_parts, cases, self.ending))
+        postprocess = None
+        if self.cfg.postprocess != "none":
+            predictions, postprocess = self._postprocess(
+                predictions, self.work / f"round{prev}" / f"predictions_{self.cfg.postprocess}")
+            self.say(f"  round {prev}'s predictions post-processed ({self.cfg.postprocess}): "
+                     + ", ".join(f"{k} {v}" for k, v in postprocess["status_counts"].items()))
         split_file = self.paths.preprocessed / self.base / "splits_final.json"
         provenance = {"round": r, "base_dataset": self.base, "previous_dataset": self.dataset_name(prev),
                       "predicted_by": {"trainer": self.cfg.trainer, "plans": self.cfg.plans,
                                        "configuration": self.cfg.configuration, "folds": self.cfg.folds,
-                                       "cross_val": self.cfg.cross_val, "checkpoint": self.cfg.checkpoint},
+                                       "cross_val": self.cfg.cross_val, "checkpoint": self.cfg.checkpoint,
+                                       "postprocess": self.cfg.postprocess},
                       "rule": "lesion = p AND e, ignore = (p OR e) - (p AND e), e = round-1 ellipse "
                               "(AHRNet Sec. 2.3)", "created": now()}
         stats = build_round_dataset(self.base_raw, self.paths.raw / self.dataset_name(prev), target, predictions,
@@ -450,7 +513,10 @@ class Refinement:
             self.say(f"  symbolic links unavailable: images linked by {', '.join(stats['link_method'])}")
         self.say(f"  {target.name}: {stats['cases']} cases, ignore {100 * stats['ignore_fraction']:.2f} % of pixels, "
                  f"{100 * stats['label_change']:.2f} % changed, {stats['fallback_cases']} ellipse fallbacks")
-        return {"dataset": entry["dataset_name"], "labels": stats}
+        info = {"dataset": entry["dataset_name"], "labels": stats}
+        if postprocess is not None:
+            info["postprocess"] = postprocess
+        return info
 
     def _preprocess(self, r: int) -> dict:
         """Round 1's plans, fingerprint and split for round r, then ``nnUNetv2_preprocess``."""
@@ -478,6 +544,7 @@ class Refinement:
         predicted: list[int] = []
         while True:
             self.manifest = Manifest.read(self.manifest_path)
+            self._check_postprocess(self.manifest)
             self.manifest.check_arguments({**self.arguments,
                                            "rounds": max(c.rounds, self.manifest.arguments["rounds"])})
             r = self._next_round_for_part()

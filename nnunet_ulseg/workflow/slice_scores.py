@@ -53,7 +53,8 @@ def read_crop_mask(path: str | Path) -> np.ndarray:
 
 
 def score_folder(mask_dir: str | Path, sidecar: str | Path, sample_dir: str | Path,
-                 split: str = "test", file_ending: str = ".mha", ignore_label: int = 2) -> dict:
+                 split: str = "test", file_ending: str = ".mha", ignore_label: int = 2,
+                 postprocess: str = "none") -> dict:
     """Dice/precision/recall of every ``<case><file_ending>`` in ``mask_dir`` for the cases of ``split``.
 
     The lesion is label 1.  Label ``ignore_label`` (nnU-Net's ignore label of a refined
@@ -61,7 +62,15 @@ def score_folder(mask_dir: str | Path, sidecar: str | Path, sample_dir: str | Pa
     ``summary_labelled``) leaves its pixels out, see :meth:`Overlap.outside`.  Without
     ignore pixels both are equal.  A case listed in the sidecar but missing from
     ``mask_dir`` is an error: a silently shorter table would overstate the result.
+
+    ``postprocess``: a mode of :data:`nnunet_ulseg.postprocess.MODES`, applied to each crop
+    with its crop-geometry mark (:func:`~nnunet_ulseg.postprocess.postprocess_crop`) before
+    paste-back; each per-lesion entry records its ``postprocess_status`` and the result its
+    ``postprocess`` mode.
     """
+    from nnunet_ulseg.postprocess import check_mode, postprocess_crop
+
+    check_mode(postprocess)
     mask_dir = Path(mask_dir)
     truth = TrueMasks(sample_dir)
     per_lesion = []
@@ -72,14 +81,18 @@ def score_folder(mask_dir: str | Path, sidecar: str | Path, sample_dir: str | Pa
         if not path.exists():
             raise FileNotFoundError(f"no mask for case {row.case} in {mask_dir}")
         crop = read_crop_mask(path)
-        pred = paste_back(crop == 1, row)
+        try:
+            kept = postprocess_crop(crop, row, postprocess)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        pred = paste_back(kept.mask, row)
         ref = truth.mask(row.dl_row, row.File_name)
         o = Overlap.of(pred, ref)
         ignored = crop == ignore_label
         labelled = Overlap.outside(pred, ref, paste_back(ignored, row)) if ignored.any() else o
         per_lesion.append({"case": row.case, "dice": o.dice, "precision": o.precision, "recall": o.recall,
-                           "dice_labelled": labelled.dice})
+                           "dice_labelled": labelled.dice, "postprocess_status": kept.status})
     if not per_lesion:
         raise ValueError(f"no {split} cases in {sidecar}")
     return {"per_lesion": per_lesion, "summary": summarize([r["dice"] for r in per_lesion]),
-            "summary_labelled": summarize([r["dice_labelled"] for r in per_lesion])}
+            "summary_labelled": summarize([r["dice_labelled"] for r in per_lesion]), "postprocess": postprocess}

@@ -1,0 +1,240 @@
+"""Post-processing of a lesion prediction with the RECIST mark that found its crop.
+
+At inference a user always has the mark that located the lesion (the crop is centred on
+it), so a prediction can be cleaned with it: keep the connected component(s) the mark
+crosses, fill their holes, and optionally clip them to a dilated RECIST ellipse.  The
+ULS23 baseline does the same with less information (it keeps the component at the centre
+of the VOI).  Everything here works on one 2D mask and the mark in the *same* pixel
+coordinates (CONVENTIONS "Geometry": arrays ``[y, x]``, points ``(x, y)``, 0-based pixel
+centres); callers in crop geometry use the sidecar's ``recist_crop``.
+
+Choices and why:
+
+* **Connectivity: 8** (a pixel's 8 neighbours).  A thin or diagonal part of a lesion, and
+  a lesion boundary that the network resolves as a staircase, stay one object; the
+  evaluation measures the RECIST axes of the largest *8-connected* component, so the two
+  agree.  Holes are then the background regions that are not 4-connected to the image
+  border (:func:`scipy.ndimage.binary_fill_holes` with its default cross structure), the
+  dual connectivity of 8-connected foreground, so a diagonal gap in a ring does not leak.
+* **Which components: those containing a pixel of the rasterised long or short axis**
+  (:func:`mark_pixels`: every pixel whose centre is nearest to a point of a segment,
+  sampled every 1/4 px, so the path is 8-connected and has no gaps).  By definition both
+  RECIST diameters are chords of the lesion, so every true lesion pixel set crosses them;
+  a component that touches neither is something else (another lesion, an organ edge).
+  Mark pixels outside the mask (a mark reaching past the crop border) are dropped.
+* **Fallback when no component is crossed** (an empty prediction or a miss), ``fallback``:
+  ``"ellipse"`` (default): the RECIST ellipse itself (:func:`nnunet_ulseg.recist.ellipse_mask`,
+  the round-1 pseudo mask).  A mark guarantees a lesion under it, so an empty result is
+  certainly wrong, and a blob that misses both diameters has missed the lesion; the
+  ellipse is the best estimate of it that we have.  ``"nearest"``: the component whose
+  pixels come closest to the mark pixels (the ellipse if the prediction is empty), for
+  comparison with the ULS23 centre-component rule; ``"empty"``: keep nothing (pure
+  filtering, e.g. to count misses).
+* **``within``**: the prediction is first clipped to the RECIST ellipse scaled by
+  ``within`` about its centre (:func:`nnunet_ulseg.recist.ellipse_params` +
+  :func:`~nnunet_ulseg.recist.rasterize_ellipse`); then components are selected, so a leak
+  that leaves the ellipse and comes back in as a separate piece is dropped too; holes are
+  filled last (and the result is clipped again, a no-op for a convex ellipse up to pixel
+  rounding).  Default factor of mode ``"mark-ellipse"``: :data:`ELLIPSE_FACTOR` = 1.5.
+  Because the long axis is the largest distance between two lesion points, the lesion's
+  extent along it lies between its endpoints; across it the extent is about the short
+  diameter.  So the lesion lies (nearly) in the box the two diameters span in the
+  long-axis frame, and the smallest ellipse of the mark's shape containing that box is the
+  mark's ellipse scaled by sqrt(2) = 1.41.  1.5 adds a margin for endpoints drawn a pixel
+  inside the edge and short axes not drawn at the widest point, and stays tighter than
+  the 2x region I' of the level-set loss (AHRNet Sec. 2.2), which is meant to contain the
+  lesion *and* background around it.
+
+Modes for the command lines (:data:`MODES`, :func:`postprocess_mask`): ``"none"``,
+``"mark"`` (components + fill holes), ``"mark-ellipse"`` (the same clipped to the 1.5x
+ellipse).  Everything is numpy/scipy, a few milliseconds for a 256 x 256 crop.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from nnunet_ulseg.recist import Ellipse, Recist, ellipse_params, rasterize_ellipse
+
+#: Named post-processing modes of ``ulseg evaluate/refine/postprocess --postprocess``.
+MODES = ("none", "mark", "mark-ellipse")
+#: Scale of the RECIST ellipse that mode ``"mark-ellipse"`` clips to (module docstring).
+ELLIPSE_FACTOR = 1.5
+#: What :func:`keep_marked` keeps when no component is crossed by the mark.
+FALLBACKS = ("ellipse", "nearest", "empty")
+#: 8-connectivity structure for :func:`scipy.ndimage.label`.
+EIGHT = np.ones((3, 3), dtype=bool)
+#: Samples per pixel of length when rasterising a mark's segments.
+SAMPLES_PER_PX = 4
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Result of :func:`keep_marked_info`.
+
+    ``status``: ``"marked"`` (components crossed by the mark were kept), ``"unchanged"``
+    (mode ``none``), or the fallback used: ``"fallback_ellipse"``, ``"fallback_nearest"``,
+    ``"fallback_empty"``.  ``components``: 8-connected components of the (clipped)
+    prediction; ``kept``: how many were kept (0 for the ellipse fallback).
+    """
+
+    mask: np.ndarray
+    status: str
+    components: int
+    kept: int
+
+    @property
+    def fallback(self) -> bool:
+        return self.status.startswith("fallback_")
+
+
+def as_recist(recist_points: Recist | Sequence[float] | np.ndarray) -> Recist:
+    """A :class:`~nnunet_ulseg.recist.Recist` from a mark, 8 numbers or a ``(4, 2)`` array."""
+    if isinstance(recist_points, Recist):
+        return recist_points
+    return Recist.from_points(recist_points)
+
+
+def lesion_mask(mask: np.ndarray, lesion_label: int = 1) -> np.ndarray:
+    """Boolean 2D lesion mask: a bool array as it is, a label map ``== lesion_label``."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"expected a 2D mask, got shape {mask.shape}")
+    return mask.copy() if mask.dtype == bool else mask == lesion_label
+
+
+def mark_pixels(recist: Recist | Sequence[float] | np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean ``shape`` mask of the pixels under the long and short axis segments of the mark.
+
+    Each segment is sampled every ``1 / SAMPLES_PER_PX`` px (both endpoints included) and
+    every sample marks the pixel whose centre is nearest (``floor(v + 0.5)``); samples
+    outside the image are dropped.
+    """
+    recist = as_recist(recist)
+    h, w = int(shape[0]), int(shape[1])
+    out = np.zeros((h, w), dtype=bool)
+    for (x0, y0), (x1, y1) in (recist.long_axis, recist.short_axis):
+        n = int(math.ceil(math.hypot(x1 - x0, y1 - y0) * SAMPLES_PER_PX)) + 1
+        t = np.linspace(0.0, 1.0, n)
+        cols = np.floor(x0 + t * (x1 - x0) + 0.5).astype(np.int64)
+        rows = np.floor(y0 + t * (y1 - y0) + 0.5).astype(np.int64)
+        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        out[rows[inside], cols[inside]] = True
+    return out
+
+
+def scaled_ellipse(recist: Recist | Sequence[float] | np.ndarray, factor: float) -> Ellipse:
+    """The mark's ellipse (:func:`~nnunet_ulseg.recist.ellipse_params`) scaled by ``factor`` about its centre."""
+    if not (factor > 0 and math.isfinite(factor)):
+        raise ValueError(f"ellipse factor must be a positive number, got {factor}")
+    e = ellipse_params(as_recist(recist))
+    return Ellipse(e.cx, e.cy, e.a * factor, e.b * factor, e.theta)
+
+
+def keep_marked_info(mask: np.ndarray, recist_points, fill_holes: bool = True, within: float | None = None,
+                     fallback: str = "ellipse", lesion_label: int = 1) -> Kept:
+    """:func:`keep_marked` with what was done (:class:`Kept`)."""
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
+    pred = lesion_mask(mask, lesion_label)
+    recist = as_recist(recist_points)
+    limit = None
+    if within is not None:
+        limit = rasterize_ellipse(scaled_ellipse(recist, within), pred.shape)
+        pred &= limit
+    labels, n = ndimage.label(pred, structure=EIGHT)
+    marked = mark_pixels(recist, pred.shape)
+    hit = np.unique(labels[marked & pred])
+    hit = hit[hit > 0]
+    if hit.size:
+        out, status = np.isin(labels, hit), "marked"
+    elif fallback == "nearest" and n:
+        # distance of every pixel to the nearest mark pixel; a mark wholly outside the image
+        # leaves no mark pixel, then the ellipse centre stands in for it
+        if marked.any():
+            dist = ndimage.distance_transform_edt(~marked)
+        else:
+            e = ellipse_params(recist)
+            yy, xx = np.indices(pred.shape)
+            dist = np.hypot(xx - e.cx, yy - e.cy)
+        nearest = np.asarray(ndimage.minimum(dist, labels, index=np.arange(1, n + 1)))
+        hit = np.array([int(np.argmin(nearest)) + 1])
+        out, status = labels == hit[0], "fallback_nearest"
+    elif fallback == "empty":
+        out, status = np.zeros_like(pred), "fallback_empty"
+    else:
+        out, status = rasterize_ellipse(ellipse_params(recist), pred.shape), "fallback_ellipse"
+    if fill_holes:
+        out = ndimage.binary_fill_holes(out)
+    if limit is not None:
+        out &= limit
+    return Kept(np.asarray(out, dtype=bool), status, int(n), int(hit.size) if status != "fallback_ellipse" else 0)
+
+
+def keep_marked(mask: np.ndarray, recist_points, fill_holes: bool = True, within: float | None = None,
+                fallback: str = "ellipse", lesion_label: int = 1) -> np.ndarray:
+    """The components of ``mask`` that the RECIST mark crosses, holes filled (bool, ``mask``'s shape).
+
+    ``mask``: 2D prediction, bool or label map (lesion where ``== lesion_label``);
+    ``recist_points``: the mark in the same pixel coordinates, a
+    :class:`~nnunet_ulseg.recist.Recist`, 8 numbers or ``(4, 2)``, ``(x, y)``, long axis
+    endpoints first.  ``within``: clip to the mark's ellipse scaled by this factor first.
+    ``fallback`` when no component is crossed: ``"ellipse"``, ``"nearest"`` or ``"empty"``.
+    See the module docstring for the reasons.  Raises ``ValueError`` for a non-2D mask or
+    an invalid mark (zero-length or collinear axes).
+    """
+    return keep_marked_info(mask, recist_points, fill_holes, within, fallback, lesion_label).mask
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`MODES`, else ``ValueError`` listing them."""
+    if mode not in MODES:
+        raise ValueError(f"unknown post-processing mode {mode!r}; choose one of {', '.join(MODES)}")
+    return mode
+
+
+def postprocess_mask(mask: np.ndarray, recist_points, mode: str, lesion_label: int = 1) -> Kept:
+    """Apply the named ``mode`` (:data:`MODES`) to one mask; ``"none"`` only binarises it."""
+    check_mode(mode)
+    if mode == "none":
+        pred = lesion_mask(mask, lesion_label)
+        return Kept(pred, "unchanged", int(ndimage.label(pred, structure=EIGHT)[1]), 0)
+    within = ELLIPSE_FACTOR if mode == "mark-ellipse" else None
+    return keep_marked_info(mask, recist_points, fill_holes=True, within=within, lesion_label=lesion_label)
+
+
+def describe_mode(mode: str) -> str:
+    """One line saying what ``mode`` does (for reports and ``summary.json``)."""
+    return {
+        "none": "none: the prediction as it is",
+        "mark": "mark: keep the 8-connected components crossed by the RECIST axes, fill holes; "
+                "the RECIST ellipse when none is crossed",
+        "mark-ellipse": f"mark-ellipse: as 'mark', after clipping to the RECIST ellipse scaled by {ELLIPSE_FACTOR}",
+    }[check_mode(mode)]
+
+
+def postprocess_crop(mask: np.ndarray, row, mode: str, lesion_label: int = 1) -> Kept:
+    """Apply ``mode`` to a crop-geometry mask with its ``lesions.csv`` row's crop-geometry mark.
+
+    ``row``: a :class:`nnunet_ulseg.conversion.sidecar.LesionRow` (anything with ``case``,
+    ``crop_size`` and ``recist_crop_points``).  Post-processing happens in crop geometry,
+    before any paste-back: that is the geometry the model predicted in, the one refine's
+    round update and ``ulseg postprocess`` write, and (for small lesions) a finer grid
+    than the key slice.  Mode ``"none"`` reads nothing of ``row``.  Raises ``ValueError``
+    naming the case for a mask of the wrong shape or a mark that is not a valid RECIST mark.
+    """
+    mask = np.asarray(mask)
+    if check_mode(mode) == "none":
+        return postprocess_mask(mask, None, mode, lesion_label)
+    if mask.shape != (row.crop_size, row.crop_size):
+        raise ValueError(f"case {row.case}: mask shape {mask.shape} does not match the crop size "
+                         f"{row.crop_size} in lesions.csv")
+    try:
+        recist = as_recist(row.recist_crop_points)
+    except ValueError as exc:
+        raise ValueError(f"case {row.case}: lesions.csv recist_crop is not a usable RECIST mark ({exc})") from None
+    return postprocess_mask(mask, recist, mode, lesion_label)
