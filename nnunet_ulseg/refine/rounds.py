@@ -50,7 +50,8 @@ Choices where the paper is silent:
   from round 1's ``lesions.csv`` (:func:`nnunet_ulseg.postprocess.postprocess_crop`) before
   it is used.  ``build_r`` post-processes round r-1's training-case predictions into
   ``round<r-1>/predictions_<mode>/`` and hands those to the round update (so ``p`` in
-  p ∩ e is the cleaned prediction; the update rule itself is unchanged), and ``test_r``
+  p ∩ e is the cleaned prediction; the update rule itself, including its own restriction
+  of ``p`` to the components touching the ellipse, is unchanged), and ``test_r``
   post-processes ``round<r>/test_predictions`` into ``round<r>/test_predictions_<mode>/``,
   which is what the report scores (the step records both folders).  The raw nnU-Net
   outputs stay as they are.  The mode is one of the manifest's arguments and, like the
