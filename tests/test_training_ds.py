@@ -46,3 +46,52 @@ def test_wrapper_single_tensor_and_errors():
         ImageDeepSupervision(_ImageTimesOutput(), weights=[0, 0])
     with pytest.raises(ValueError, match="2 outputs but 1 targets"):
         loss([torch.ones(1, 2, 4, 4)] * 2, [torch.ones(1, 1, 4, 4)])
+
+
+class _Recording(torch.nn.Module):
+    """A per-output loss that records its components like WeakSegLoss does (``last_record``)."""
+
+    components = ("a",)
+
+    def forward(self, out, tgt, image):
+        value = out.mean()
+        self.last_record = {"seg": value.detach(), "a": torch.tensor(float(out.shape[-1]))}
+        return value
+
+
+def test_wrapper_records_each_outputs_components_by_index():
+    loss = ImageDeepSupervision(_Recording(), weights=[0.5, 0.5, 0.0])
+    outs = [torch.full((1, 2, s, s), float(s)) for s in (8, 4, 2)]
+    tgts = [torch.zeros(1, 1, s, s) for s in (8, 4, 2)]
+    loss(outs, tgts)
+    loss([o * 3 for o in outs], tgts)
+    means = loss.pop_component_means()
+    # output 0 (highest resolution): seg 8 then 24 -> 16; the zero-weight output is not evaluated, so not recorded
+    assert means == {0: {"seg": 16.0, "a": 8.0}, 1: {"seg": 8.0, "a": 4.0}}
+    assert loss.pop_component_means() == {}
+    # a loss without last_record: nothing recorded; a single tensor is output 0
+    plain = ImageDeepSupervision(_ImageTimesOutput())
+    plain.image = torch.ones(1, 1, 4, 4)
+    plain(torch.ones(1, 2, 4, 4), torch.zeros(1, 1, 4, 4))
+    assert plain.pop_component_means() == {}
+    single = ImageDeepSupervision(_Recording())
+    single(torch.ones(1, 2, 4, 4), torch.zeros(1, 1, 4, 4))
+    assert single.pop_component_means() == {0: {"seg": 1.0, "a": 4.0}}
+
+
+def test_wrapper_records_weak_seg_loss_components():
+    from nnunet_ulseg.losses import WeakSegLoss
+
+    g = torch.Generator().manual_seed(0)
+    loss = ImageDeepSupervision(WeakSegLoss(use_rls=True), weights=[1.0, 1.0])
+    image = torch.randn(2, 1, 16, 16, generator=g)
+    target = torch.zeros(2, 1, 16, 16)
+    target[:, :, 4:10, 5:12] = 1
+    outs = [torch.randn(2, 2, 16, 16, generator=g), torch.randn(2, 2, 8, 8, generator=g)]
+    loss.image = image
+    loss(outs, [target, target[:, :, ::2, ::2]])
+    top = loss.pop_component_means()[0]
+    direct = WeakSegLoss(use_rls=True)
+    direct(outs[0], target, image)
+    expected = direct.last_components
+    assert top == pytest.approx({"seg": expected["bce"] + expected["iou"], **expected}, rel=1e-6)

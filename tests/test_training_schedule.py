@@ -39,3 +39,14 @@ def test_trainer_classes_use_the_mixin_with_nnunet_signature():
 
     assert list(inspect.signature(ShortSchedule.__init__).parameters) == \
         list(inspect.signature(nnUNetTrainer.__init__).parameters)
+
+
+class _Full(ShortSchedule, _Base):
+    short_num_epochs = None  # what nnUNetTrainerWeak declares: keep nnU-Net's schedule
+
+
+def test_no_short_epochs_keeps_nnunets_schedule_and_ignores_the_environment(monkeypatch):
+    monkeypatch.setenv("ULSEG_SHORT_EPOCHS", "7")
+    t = _Full({}, "2d", 0, {})
+    assert (t.num_epochs, t.num_iterations_per_epoch, t.num_val_iterations_per_epoch) == (1000, 250, 50)
+    assert not t._schedule_override

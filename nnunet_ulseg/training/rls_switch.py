@@ -51,10 +51,11 @@ def plateau_reached(history: Sequence[float], tol: float, patience: int) -> tupl
         return False, "l_seg missing (NaN) in the last epochs"
     best, latest = min(window[:-1]), window[-1]
     improvement = (best - latest) / abs(best) if best != 0 else (0.0 if latest >= best else math.inf)
+    converged = improvement <= tol + 1e-12  # round-off: a drop of exactly tol counts as converged
     n = len(history)
     why = (f"l_seg {latest:.4f} in epoch {n - 1} vs best {best:.4f} of epochs {n - 1 - patience}-{n - 2}: "
-           f"relative improvement {100 * improvement:.2f}% {'<=' if improvement <= tol else '>'} {100 * tol:g}%")
-    return improvement <= tol, why
+           f"relative improvement {100 * improvement:.2f}% {'<=' if converged else '>'} {100 * tol:g}%")
+    return converged, why
 
 
 def rls_on_at(epoch: int, num_epochs: int, rule: str = "fraction", start_fraction: float = 0.5,
