@@ -185,14 +185,19 @@ def test_trainer_builds_and_trains_one_step(nnunet_env, name):
     assert np.isfinite(out["loss"]) and out["loss"] > 0
     assert grads_flow(trainer)
     trainer.on_train_epoch_end([out])
-    names = ("seg",) + tuple(trainer.loss.loss.components)
+    names = trainer.component_names
+    assert set(names) == {"seg", *trainer.loss.loss.components} and names[-1] == "rls"
     values = {k: logged(trainer, f"train_{k}")[-1] for k in names}
     assert all(np.isfinite(v) for v in values.values())
     assert (values["rls"] > 0) == use_rls
+    log = Path(trainer.log_file).read_text()
     if loss_cls == "WeakSegLoss":
         assert values["seg"] == pytest.approx(values["bce"] + values["iou"], rel=1e-5)
+        assert "train components: bce " in log
     else:
         assert values["seg"] == pytest.approx(values["dice"] + values["ce"], rel=1e-5)
+        assert "train components: dice " in log
+    assert float(log.split("train components:")[1].split("rls")[1].split()[0]) == pytest.approx(values["rls"], abs=1e-4)
 
 
 def test_dice_ce_rls_is_nnunets_default_loss_until_rls_switches_on(nnunet_env):
@@ -237,6 +242,9 @@ def test_rls_switch_epoch_and_per_epoch_logging(nnunet_env, name, epochs, switch
         trainer.current_epoch += 1
     expected = [switch is not None and e >= switch for e in range(epochs)]
     assert flags == expected
+    log = Path(trainer.log_file).read_text()
+    assert (f"regional level set loss switched on (region rls) at epoch {switch}: epoch {switch} >= {switch} = "
+            f"floor(0.5 x {epochs} epochs)" in log) == (switch is not None)
     assert logged(trainer, "rls_on") == [float(f) for f in expected]
     assert all(len(logged(trainer, k)) == epochs for k in trainer._log_keys())
 
@@ -266,6 +274,8 @@ def test_plateau_switch_from_logged_history_survives_checkpoint_resume(nnunet_en
     assert resumed.rls_decision() == (on, why)
     resumed.on_train_epoch_start()
     assert resumed.loss.loss.use_rls and logged(resumed, "rls_on") == [0.0, 0.0, 0.0, 0.0, 1.0]
+    assert "regional level set loss switched on (region rls) at epoch 4: plateau: l_seg 0.4950 in epoch 3" in \
+        Path(resumed.log_file).read_text()
     # once on, it stays on even if l_seg starts falling fast again
     resumed.on_train_epoch_end([{"loss": np.array(0.1)}])
     resumed.logger.local_logger.my_fantastic_logging["train_seg"][4] = 0.1

@@ -96,7 +96,9 @@ class nnUNetTrainerWeak(ShortSchedule, nnUNetTrainer):
     # ------------------------------------------------------------------ loss
     @property
     def component_names(self) -> tuple[str, ...]:
-        return ("seg",) + tuple(self.loss.loss.components)
+        """The logged components: the loss's own, then ``seg`` (their l_seg), ``rls`` last."""
+        own = tuple(c for c in self.loss.loss.components if c != "rls")
+        return own + ("seg", "rls")
 
     def _build_loss(self):
         if self.label_manager.has_regions or len(self.label_manager.foreground_labels) != 1:
@@ -179,7 +181,7 @@ class nnUNetTrainerWeak(ShortSchedule, nnUNetTrainer):
         on, why = self.rls_decision()
         loss = self._output_loss()
         if on and not loss.use_rls:
-            self.print_to_log_file(f"regional level set loss ({self.rls_region}) switched on at epoch "
+            self.print_to_log_file(f"regional level set loss switched on (region {self.rls_region}) at epoch "
                                    f"{self.current_epoch}: {why}")
         loss.use_rls = on
         self.logger.log("rls_on", float(on), self.current_epoch)
