@@ -27,7 +27,9 @@ nnUNetTrainer``); trainers set class attributes, and the HRNet/AHRNet trainers d
 * Logging: per epoch, the mean unweighted components of the highest-resolution output
   (``train_bce``, ``train_iou`` or ``train_dice``, ``train_ce``; ``train_rls``; ``train_seg``
   = l_seg) and the switch ``rls_on`` (0/1) go to the training log and to nnU-Net's logger,
-  which is checkpointed.  The deep-supervision wrapper keeps the per-output means.
+  which is checkpointed.  The deep-supervision wrapper keeps the per-output means.  Under
+  DDP the means are all-reduced before they are logged, so every rank sees the same
+  history and the plateau rule switches all ranks at the same epoch.
 """
 from __future__ import annotations
 
