@@ -52,6 +52,13 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None, help=f"default {DEFAULTS['iterations']}")
     parser.add_argument("--refine-rounds", type=int, default=0,
                         help="also run ulseg refine with this many rounds for the best trainer (rows per round)")
+    parser.add_argument("--refine-trainer", default=None,
+                        help="the trainer to refine (default: the best of --trainers by mean Dice)")
+    parser.add_argument("--refine-postprocess", default="none",
+                        help="ulseg refine --postprocess mode for the round updates (none, mark, mark-ellipse)")
+    parser.add_argument("--postprocess", nargs="*", default=["mark"],
+                        help="also score every model with these post-processing modes using its RECIST mark "
+                             "(rows '<model> + <mode>'; default: mark)")
     parser.add_argument("--device", default=None)
     parser.add_argument("-np", type=int, default=2)
     parser.add_argument("--keep", default=None, help="work folder to keep (default: a temp folder)")
@@ -87,27 +94,42 @@ def main() -> None:
     print(HEADER, flush=True)
     results.add("RECIST ellipse pseudo masks", lambda: score_folder(exp.raw / "pseudolabelsTs", sidecar, sample))
 
+    def postprocessed(name: str, pred: Path) -> None:
+        """Rows of ``name``'s predictions with each --postprocess mode (no training: the same files)."""
+        for mode in args.postprocess:
+            if mode != "none":
+                results.add(f"{name} + {mode}", lambda: score_folder(pred, sidecar, sample, postprocess=mode),
+                            seconds=results.seconds.get(name))
+
     def train_and_score(trainer: str) -> dict:
         exp.train(trainer)
-        pred = root / "predictions" / trainer
-        exp.predict(trainer, exp.raw / "imagesTs", pred)
-        return score_folder(pred, sidecar, sample)
+        exp.predict(trainer, exp.raw / "imagesTs", predictions(trainer))
+        return score_folder(predictions(trainer), sidecar, sample)
+
+    def predictions(trainer: str) -> Path:
+        return root / "predictions" / trainer
 
     for trainer in args.trainers:
         results.add(trainer, lambda: train_and_score(trainer))
+        postprocessed(trainer, predictions(trainer))
 
     if args.refine_rounds > 1:
         from nnunet_ulseg.refine import refine
 
-        best = max(args.trainers, key=lambda name: results.rows[name]["mean"])
+        best = args.refine_trainer or max(args.trainers, key=lambda name: results.rows[name]["mean"])
+        if best not in results.rows:
+            results.add(best, lambda: train_and_score(best))
         # round 1 is the model trained above; with truth, refine predicts the test split every round
+        options = {} if args.refine_postprocess == "none" else {"postprocess": args.refine_postprocess}
         result = refine(exp.dataset_id, best, paths=exp.paths, echo=None, rounds=args.refine_rounds, fold=0,
-                        truth=sample, device=exp.device, num_processes=args.np)
+                        truth=sample, device=exp.device, num_processes=args.np, **options)
+        label = best if args.refine_postprocess == "none" else f"{best} (rounds: {args.refine_postprocess})"
         for r in range(1, args.refine_rounds + 1):
             pred = result.work_dir / f"round{r}" / "test_predictions"
             # a round's seconds are refine's for its steps; round 1's training is the trainer's own row
-            results.add(f"{best}, round {r}", lambda: score_folder(pred, sidecar, sample),
+            results.add(f"{label}, round {r}", lambda: score_folder(pred, sidecar, sample),
                         seconds=result.report["rounds"][r - 1]["seconds"])
+            postprocessed(f"{label}, round {r}", pred)
         from nnunet_ulseg.refine.report import format_report
 
         print(format_report(result.report))

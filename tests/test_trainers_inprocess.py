@@ -295,3 +295,20 @@ def test_adam_recipe_steps_with_nnunets_epoch_call(nnunet_env):
         lrs.append(trainer.optimizer.param_groups[0]["lr"])
     assert lrs == pytest.approx([1e-3] * 5 + [1e-4] * 2 + [1e-5] * 3)
     assert logged(trainer, "lrs") == pytest.approx(lrs)
+
+
+def test_stride_two_stem_trainer_builds_its_network_scales_and_trains(nnunet_env):
+    trainer = make_trainer("nnUNetTrainerAHRNetW18S2RLS_10epochs", hrnet_config=TINY)
+    assert trainer.network.encoder.output_strides == [2, 4, 8, 16]
+    assert trainer._get_deep_supervision_scales() == [[1.0, 1.0], [0.5, 0.5]]
+    assert len(trainer.loss.weights) == 2 and trainer.use_rls
+    trainer.loss.loss.use_rls = True
+    trainer.network.train()
+    out = trainer.train_step(random_batch(trainer))
+    assert np.isfinite(out["loss"]) and grads_flow(trainer)
+    assert "stem stride 2" in Path(trainer.log_file).read_text()
+
+
+def test_unnormalized_rls_trainer_uses_eq2_literally(nnunet_env):
+    assert make_trainer("nnUNetTrainerRLSUnnormalized_10epochs").loss.loss.rls.normalize_intensity is False
+    assert make_trainer("nnUNetTrainerRLS_10epochs").loss.loss.rls.normalize_intensity is True

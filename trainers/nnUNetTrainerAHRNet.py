@@ -68,3 +68,21 @@ class nnUNetTrainerAHRNetW18RLS_5epochs(nnUNetTrainerAHRNetW18RLS):
 
 class nnUNetTrainerAHRNetW18RLS_10epochs(nnUNetTrainerAHRNetW18RLS):
     short_num_epochs = 10
+
+
+class nnUNetTrainerAHRNetW18S2(nnUNetTrainerAHRNetW18):
+    """AHRNet-W18 with a stride-2 stem: every HRNet branch at twice the resolution, for small crops
+    (at 64 px the paper's stride-4 branch is 16 x 16); the DE decoder then has outputs at 1 and 1/2."""
+    stem_stride = 2
+
+
+class nnUNetTrainerAHRNetW18S2RLS(nnUNetTrainerAHRNetW18S2):
+    use_rls = True
+
+
+class nnUNetTrainerAHRNetW18S2_10epochs(nnUNetTrainerAHRNetW18S2):
+    short_num_epochs = 10
+
+
+class nnUNetTrainerAHRNetW18S2RLS_10epochs(nnUNetTrainerAHRNetW18S2RLS):
+    short_num_epochs = 10

@@ -17,3 +17,13 @@ class nnUNetTrainerRLS_1epochs(nnUNetTrainerRLS):
 
 class nnUNetTrainerRLS_10epochs(nnUNetTrainerRLS):
     short_num_epochs = 10
+
+
+class nnUNetTrainerRLSUnnormalized(nnUNetTrainerRLS):
+    """Eq. 2 literally on nnU-Net's z-scored intensities: l_rls not divided by the variance inside I'
+    (issue 10's "measure with and without" of ``losses/level_set.py``'s default normalisation)."""
+    rls_normalize_intensity = False
+
+
+class nnUNetTrainerRLSUnnormalized_10epochs(nnUNetTrainerRLSUnnormalized):
+    short_num_epochs = 10

@@ -82,6 +82,9 @@ class nnUNetTrainerWeakAHRNet(nnUNetTrainerWeak):
     use_dual_attention: bool = True
     use_scale_attention: bool = True
     ds_weight_scheme = "equal"
+    #: 4 = HRNet's stem (the paper); 2 = every branch at twice the resolution, for small crops
+    #: (64 px: the stride-4 branch would be 16 x 16 px), at about 4x the backbone's compute
+    stem_stride: int = 4
     #: local timm-layout HRNet weights (``ULSEG_HRNET_WEIGHTS`` wins when set)
     pretrained_hrnet_path: str | None = None
 
@@ -94,7 +97,8 @@ class nnUNetTrainerWeakAHRNet(nnUNetTrainerWeak):
     def arch_kwargs(cls) -> tuple[dict, list[str]]:
         return ahrnet_arch_kwargs(config=cls.hrnet_config, decoder=cls.use_decoder,
                                   dual_attention=cls.use_dual_attention, scale_attention=cls.use_scale_attention,
-                                  norm_op=torch.nn.InstanceNorm2d, norm_op_kwargs={"eps": 1e-5, "affine": True})
+                                  norm_op=torch.nn.InstanceNorm2d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+                                  stem_stride=cls.stem_stride)
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
@@ -106,13 +110,13 @@ class nnUNetTrainerWeakAHRNet(nnUNetTrainerWeak):
                                       num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
 
     def _get_deep_supervision_scales(self):
-        return deep_supervision_scales(self.use_decoder) if self.enable_deep_supervision else None
+        return deep_supervision_scales(self.use_decoder, self.stem_stride) if self.enable_deep_supervision else None
 
     def initialize(self):
         super().initialize()
         row = ABLATION_ROWS.get((self.use_decoder, self.use_dual_attention, self.use_scale_attention),
                                 "custom ablation")
-        self.print_to_log_file(f"network: {row}, HRNet {self.hrnet_config}")
+        self.print_to_log_file(f"network: {row}, HRNet {self.hrnet_config}, stem stride {self.stem_stride}")
         if self._old_patch is not None:
             self.print_to_log_file(f"patch size {self._old_patch} -> {self.configuration_manager.patch_size}: "
                                    f"HRNet needs sides divisible by {SIZE_DIVISOR}")

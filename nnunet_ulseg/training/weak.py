@@ -63,6 +63,8 @@ class nnUNetTrainerWeak(ShortSchedule, nnUNetTrainer):
     rls_weight: float = 0.1
     rls_lambda1: float = 1.0
     rls_lambda2: float = 3.0
+    #: divide l_rls by the intensity variance inside I' (``losses/level_set.py``); False = Eq. 2 literally
+    rls_normalize_intensity: bool = True
     # --- RLS switch (rls_switch.py)
     #: "fraction" or "plateau"
     rls_start: str = "fraction"
@@ -119,7 +121,7 @@ class nnUNetTrainerWeak(ShortSchedule, nnUNetTrainer):
         """The loss of one output, RLS off (the schedule switches it)."""
         ignore = self.label_manager.ignore_label
         rls = dict(rls_weight=self.rls_weight, use_rls=False, region=self.rls_region, lambda1=self.rls_lambda1,
-                   lambda2=self.rls_lambda2, ignore_label=ignore)
+                   lambda2=self.rls_lambda2, ignore_label=ignore, normalize_intensity=self.rls_normalize_intensity)
         if self.seg_loss == "bce_iou":
             return WeakSegLoss(**rls)
         # nnU-Net's own loss, built by nnU-Net's own code; only its per-output part is kept
