@@ -27,7 +27,8 @@ BASE_NAMES = [
     # W18 backbone
     "nnUNetTrainerHRNetW18", "nnUNetTrainerAHRNetW18", "nnUNetTrainerAHRNetW18RLS", "nnUNetTrainerAHRNetW18DE",
     "nnUNetTrainerAHRNetW18DEDA", "nnUNetTrainerAHRNetW18LS", "nnUNetTrainerAHRNetW18RLSAdam",
-    "nnUNetTrainerAHRNetW18RLSPlateau",
+    "nnUNetTrainerAHRNetW18RLSPlateau", "nnUNetTrainerAHRNetW18S2", "nnUNetTrainerAHRNetW18S2RLS",
+    "nnUNetTrainerRLSUnnormalized",
 ]
 SHORT_NAMES = [
     "nnUNetTrainerBCEIoU_1epochs", "nnUNetTrainerBCEIoU_10epochs", "nnUNetTrainerRLS_1epochs",
@@ -40,6 +41,8 @@ SHORT_NAMES = [
     "nnUNetTrainerAHRNetW18RLS_5epochs", "nnUNetTrainerAHRNetW18RLS_10epochs", "nnUNetTrainerAHRNetW18DE_10epochs",
     "nnUNetTrainerAHRNetW18DEDA_10epochs", "nnUNetTrainerAHRNetW18LS_10epochs",
     "nnUNetTrainerAHRNetW18RLSAdam_10epochs", "nnUNetTrainerAHRNetW18RLSPlateau_10epochs",
+    "nnUNetTrainerAHRNetW18S2_10epochs", "nnUNetTrainerAHRNetW18S2RLS_10epochs",
+    "nnUNetTrainerRLSUnnormalized_10epochs",
 ]
 DEFAULT_LOSS_NAMES = ["nnUNetTrainerULSeg_1epochs", "nnUNetTrainerULSeg_10epochs"]
 ALL_NAMES = BASE_NAMES + SHORT_NAMES + DEFAULT_LOSS_NAMES
