@@ -101,9 +101,14 @@ def main() -> None:
                 results.add(f"{name} + {mode}", lambda: score_folder(pred, sidecar, sample, postprocess=mode),
                             seconds=results.seconds.get(name))
 
+    n_test = len(list((exp.raw / "imagesTs").glob("*_0000.mha")))
+
     def train_and_score(trainer: str) -> dict:
-        exp.train(trainer)
-        exp.predict(trainer, exp.raw / "imagesTs", predictions(trainer))
+        """Train and predict unless done already (a row saved by an older version is only re-scored)."""
+        if not (exp.results(trainer) / "checkpoint_final.pth").exists():
+            exp.train(trainer)
+        if len(list(predictions(trainer).glob("*.mha"))) != n_test:
+            exp.predict(trainer, exp.raw / "imagesTs", predictions(trainer))
         return score_folder(predictions(trainer), sidecar, sample)
 
     def predictions(trainer: str) -> Path:
@@ -133,11 +138,14 @@ def main() -> None:
         from nnunet_ulseg.refine.report import format_report
 
         print(format_report(result.report))
+    print("long% / short%: ULS23's symmetric axis error |p - t| / (|p| + |t|) of the RECIST long / short axis, "
+          "mean over lesions, in %; an empty prediction counts 100 %")
     print(f"(details: {results.path})")
 
 
 SETTINGS = ("lesions", "seed", "crop_size", "epochs", "iterations")
-HEADER = f"{'method':48s} {'n':>4s} {'mean':>7s} {'std':>7s} {'median':>7s} {'worst':>7s} {'>=0.8':>6s}"
+HEADER = (f"{'method':48s} {'n':>4s} {'mean':>7s} {'std':>7s} {'median':>7s} {'worst':>7s} {'>=0.8':>6s} "
+          f"{'long%':>6s} {'short%':>6s}")
 
 
 class Results:
@@ -166,18 +174,21 @@ class Results:
 
         ``seconds`` defaults to the time ``score()`` took (training and prediction for a trainer).
         """
-        if name not in self.rows:
+        if name not in self.rows or "long_err" not in self.rows[name]:  # new, or saved without axis errors
             t = time.perf_counter()
             scores = score()
             dice = [r["dice"] for r in scores["per_lesion"]]
-            self.rows[name] = {**scores["summary"], "share_0.8": sum(d >= 0.8 for d in dice) / len(dice)}
+            self.rows[name] = {**scores["summary"], "share_0.8": sum(d >= 0.8 for d in dice) / len(dice),
+                               "long_err": scores["long_err"]["mean"], "short_err": scores["short_err"]["mean"]}
             self.per_lesion[name] = scores["per_lesion"]
-            self.seconds[name] = time.perf_counter() - t if seconds is None else seconds
+            if name not in self.seconds:
+                self.seconds[name] = time.perf_counter() - t if seconds is None else seconds
             self.save()
-        s = self.rows[name]
+        s, nan = self.rows[name], float("nan")
         seconds = f"{self.seconds[name]:6.0f} s" if name in self.seconds else ""
         print(f"{name:48s} {s['n']:4d} {s['mean']:7.4f} {s['std']:7.4f} {s['median']:7.4f} {s['min']:7.4f} "
-              f"{s.get('share_0.8', float('nan')):6.2f}  {seconds}", flush=True)
+              f"{s.get('share_0.8', nan):6.2f} {100 * s.get('long_err', nan):6.2f} {100 * s.get('short_err', nan):6.2f}  "
+              f"{seconds}", flush=True)
 
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import cv2
 import numpy as np
@@ -332,3 +333,35 @@ def test_score_folder_with_postprocess_gives_the_hand_computed_dice(tmp_path):
     assert plain["postprocess"] == "none" and plain["per_lesion"][0]["postprocess_status"] == "unchanged"
     with pytest.raises(ValueError, match="unknown post-processing mode"):
         score_folder(pred, tmp_path / "lesions.csv", sample, "test", postprocess="all")
+
+
+def test_score_folder_reports_uls23_axis_errors(tmp_path):
+    """Long/short axis SAPE |p - t| / (|p| + |t|): a 10 x 8 px block against the 10 x 10 true block."""
+    from nnunet_ulseg.workflow.slice_scores import score_folder
+
+    sample = tmp_path / "sample"
+    (sample / "Masks_png").mkdir(parents=True)
+    truth = np.zeros((32, 32), np.uint8)
+    truth[10:20, 10:20] = 1
+    cv2.imwrite(str(sample / "Masks_png" / "m.png"), truth)
+    (sample / "masks.csv").write_text("File_name,lesion_instance,mask_path,true_type\n"
+                                      "000001_01_01_001.png,1,Masks_png/m.png,4\n")
+    write_sidecar(tmp_path / "lesions.csv", [row("a", recist=(10.0, 15.0, 19.0, 15.0, 15.0, 11.0, 15.0, 19.0))])
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    p = np.zeros((32, 32), np.uint8)
+    p[10:20, 12:20] = 1
+    write_pred(pred / "a.mha", p)
+    lesion = score_folder(pred, tmp_path / "lesions.csv", sample, "test")["per_lesion"][0]
+    # the axes of an a x b block (a <= b) are about its diagonal d and the longest chord across it, a d / b
+    # (the exact lengths depend on the boundary convention, issue 11); narrowing costs the short axis more
+    d_true, d_pred = math.hypot(10, 10), math.hypot(10, 8)
+    s_true, s_pred = d_true, 8 * d_pred / 10
+    assert lesion["long_err"] == pytest.approx((d_true - d_pred) / (d_true + d_pred), abs=0.005)
+    assert lesion["short_err"] == pytest.approx((s_true - s_pred) / (s_true + s_pred), abs=0.005)
+    assert lesion["short_err"] > 2 * lesion["long_err"]
+    write_pred(pred / "a.mha", truth)
+    assert score_folder(pred, tmp_path / "lesions.csv", sample, "test")["long_err"]["mean"] == 0.0
+    write_pred(pred / "a.mha", np.zeros((32, 32), np.uint8))
+    empty = score_folder(pred, tmp_path / "lesions.csv", sample, "test")
+    assert empty["per_lesion"][0]["long_err"] == 1.0 and empty["short_err"]["mean"] == 1.0

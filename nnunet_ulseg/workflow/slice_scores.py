@@ -52,6 +52,19 @@ def read_crop_mask(path: str | Path) -> np.ndarray:
     return array.reshape(array.shape[-2:])
 
 
+def _axis_errors(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float]) -> tuple[float, float]:
+    """ULS23's SAPE ``|p - t| / (|p| + |t|)`` of the long and short axes (mm, largest components).
+
+    An empty prediction (or reference) scores 1.0, the most ULS23's ``min(1, SAPE)`` gives.
+    """
+    from nnunet_ulseg.evaluation.metrics import axis_error, measure_mask
+
+    mp, mr = measure_mask(pred, spacing), measure_mask(ref, spacing)
+    if mp.components == 0 or mr.components == 0:
+        return 1.0, 1.0
+    return min(1.0, axis_error(mp.long_mm, mr.long_mm)), min(1.0, axis_error(mp.short_mm, mr.short_mm))
+
+
 def score_folder(mask_dir: str | Path, sidecar: str | Path, sample_dir: str | Path,
                  split: str = "test", file_ending: str = ".mha", ignore_label: int = 2,
                  postprocess: str = "none") -> dict:
@@ -90,9 +103,13 @@ def score_folder(mask_dir: str | Path, sidecar: str | Path, sample_dir: str | Pa
         o = Overlap.of(pred, ref)
         ignored = crop == ignore_label
         labelled = Overlap.outside(pred, ref, paste_back(ignored, row)) if ignored.any() else o
+        long_err, short_err = _axis_errors(pred, ref, (row.spacing_x, row.spacing_y))
         per_lesion.append({"case": row.case, "dice": o.dice, "precision": o.precision, "recall": o.recall,
-                           "dice_labelled": labelled.dice, "postprocess_status": kept.status})
+                           "dice_labelled": labelled.dice, "postprocess_status": kept.status,
+                           "long_err": long_err, "short_err": short_err})
     if not per_lesion:
         raise ValueError(f"no {split} cases in {sidecar}")
     return {"per_lesion": per_lesion, "summary": summarize([r["dice"] for r in per_lesion]),
+            "long_err": summarize([r["long_err"] for r in per_lesion]),
+            "short_err": summarize([r["short_err"] for r in per_lesion]),
             "summary_labelled": summarize([r["dice_labelled"] for r in per_lesion]), "postprocess": postprocess}
