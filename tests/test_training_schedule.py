@@ -50,3 +50,20 @@ def test_no_short_epochs_keeps_nnunets_schedule_and_ignores_the_environment(monk
     t = _Full({}, "2d", 0, {})
     assert (t.num_epochs, t.num_iterations_per_epoch, t.num_val_iterations_per_epoch) == (1000, 250, 50)
     assert not t._schedule_override
+
+
+def test_thread_cap_on_cpu_only(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("ULSEG_NUM_THREADS", "1")
+        _Short({}, "2d", 0, {}, torch.device("cuda"))
+        assert torch.get_num_threads() == before  # not a CPU run: untouched
+        _Short({}, "2d", 0, {}, torch.device("cpu"))
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("ULSEG_NUM_THREADS", "0")
+        with pytest.raises(ValueError, match="ULSEG_NUM_THREADS"):
+            _Short({}, "2d", 0, {}, torch.device("cpu"))
+    finally:
+        torch.set_num_threads(before)

@@ -6,6 +6,9 @@ shorten the epoch so that "N epochs" finishes in minutes on two CPU cores; the
 iteration counts are class attributes so a subclass (or a user's own variant) can
 change them without touching ``__init__``.
 
+``ULSEG_NUM_THREADS`` caps the CPU threads of a training on ``-device cpu`` (nnU-Net takes
+every core), for benchmark runs that share a machine.
+
 Benchmarks compare trainers at an equal, larger budget without new classes: the
 environment variables ``ULSEG_SHORT_EPOCHS`` and ``ULSEG_SHORT_ITERATIONS`` (like
 nnU-Net's own ``nnUNet_*`` knobs) override every short schedule, and the training log
@@ -53,6 +56,11 @@ class ShortSchedule:
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._schedule_override = False
+        threads = _env_int("ULSEG_NUM_THREADS")
+        if threads is not None and torch.device(device).type == "cpu":
+            # nnUNetv2_train -device cpu takes every core; two benchmark runs sharing a machine
+            # each take their share instead (oversubscribed OpenMP threads spin and lose far more)
+            torch.set_num_threads(threads)
         if self.short_num_epochs is None:
             return
         epochs, iterations = _env_int("ULSEG_SHORT_EPOCHS"), _env_int("ULSEG_SHORT_ITERATIONS")
