@@ -108,11 +108,14 @@ def test_ulseg_demo_cli_end_to_end(tmp_path):
         capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "(a) RECIST ellipse pseudo masks" in proc.stdout
-    assert "(b) nnU-Net model, round 1" in proc.stdout
+    assert "nnU-Net model, round 1" in proc.stdout
+    assert "(b) round 1 + RECIST-mark post-processing (mark)" in proc.stdout
+    assert "Dice points" in proc.stdout and "the RECIST ellipses it learned from" in proc.stdout
     assert "Dice by type" in proc.stdout and "gallery.png" in proc.stdout
     summary = json.loads((out / "demo_summary.json").read_text())
     assert 0.3 < summary["ellipse_pseudo_masks"]["mean"] <= 1.0
     assert 0.0 <= summary["model"]["mean"] <= 1.0
+    assert summary["postprocess"] == "mark" and summary["crop_size"] == 64
     # a second run into the same folder is refused without --overwrite
     again = subprocess.run([sys.executable, "-m", "nnunet_ulseg.cli", "demo", "--out", str(out)],
                            capture_output=True, text=True, stdin=subprocess.DEVNULL)

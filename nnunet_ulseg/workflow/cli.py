@@ -20,6 +20,10 @@ def add_demo_parser(subparsers) -> None:
                    help="nnU-Net trainer class (default: nnUNetTrainerAHRNetW18RLS_5epochs)")
     p.add_argument("--rounds", type=int, default=2,
                    help="pseudo-mask rounds (AHRNet Sec. 2.3; default 2, the paper uses 3)")
+    p.add_argument("--crop-size", type=int, default=64, metavar="PX",
+                   help="crop side in px for the converter (default 64: converges in minutes on a CPU)")
+    p.add_argument("--postprocess", choices=["none", "mark", "mark-ellipse"], default="mark",
+                   help="RECIST-mark post-processing of the final model's masks (default: mark)")
     p.add_argument("--epochs", type=int, default=None,
                    help="override the short schedule's epochs per round (ULSEG_SHORT_EPOCHS)")
     p.add_argument("--iterations", type=int, default=None,
@@ -41,5 +45,6 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--rounds must be at least 1")
     run_demo(DemoConfig(out=args.out, lesions=args.lesions, seed=args.seed, trainer=args.trainer,
                         rounds=args.rounds, epochs=args.epochs, iterations=args.iterations,
+                        crop_size=args.crop_size, postprocess=args.postprocess,
                         device=args.device, num_processes=args.num_processes, overwrite=args.overwrite))
     return 0

@@ -42,6 +42,10 @@ class DemoConfig:
     seed: int = 0
     trainer: str = "nnUNetTrainerAHRNetW18RLS_5epochs"
     rounds: int = 2
+    #: converter --crop-size (fixed crop side in px; None = 128..256)
+    crop_size: int | None = 64
+    #: RECIST-mark post-processing of the model's masks (nnunet_ulseg.postprocess.MODES)
+    postprocess: str = "mark"
     epochs: int | None = None
     iterations: int | None = None
     dataset_id: int = 501
@@ -62,6 +66,8 @@ class DemoResult:
     model: dict
     timings: dict[str, float] = field(default_factory=dict)
     per_round: dict[int, dict] = field(default_factory=dict)
+    #: post-processing behind ``model`` ("none": the last round's raw masks)
+    postprocess: str = "none"
 
 
 def prepare_out_dir(out: Path, overwrite: bool) -> None:
@@ -97,7 +103,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     timings["sample"] = time.perf_counter() - t
 
     t = step("converting RECIST marks to an nnU-Net dataset of ellipse pseudo masks", 2)
-    conversion = exp.convert(sample, progress=cfg.echo)
+    conversion = exp.convert(sample, progress=cfg.echo, crop_size=cfg.crop_size)
     timings["convert"] = time.perf_counter() - t
     say("      " + conversion.summary().replace("\n", "\n      "))
 
@@ -117,17 +123,21 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     sidecar = exp.raw / "lesions.csv"
     ellipse = score_folder(exp.raw / "pseudolabelsTs", sidecar, sample, split="test")
     rounds = {r: score_folder(p, sidecar, sample, split="test") for r, p in predictions.items()}
+    marked = (score_folder(predictions[cfg.rounds], sidecar, sample, split="test", postprocess=cfg.postprocess)
+              if cfg.postprocess != "none" else None)
     timings["score"] = time.perf_counter() - t
 
     t = step("ulseg evaluate: per-lesion metrics, RECIST axes in mm, plots", 6)
     evaluation = evaluate_demo(exp, sample, predictions, out / "evaluation")
     timings["evaluate"] = time.perf_counter() - t
 
-    demo = DemoResult(out, ellipse, rounds[cfg.rounds], timings, {r: v["summary"] for r, v in rounds.items()})
+    final = marked or rounds[cfg.rounds]
+    demo = DemoResult(out, ellipse, final, timings, {r: v["summary"] for r, v in rounds.items()},
+                      postprocess=cfg.postprocess if marked else "none")
     (out / "demo_summary.json").write_text(json.dumps(
-        {"ellipse_pseudo_masks": ellipse["summary"], "model": rounds[cfg.rounds]["summary"],
+        {"ellipse_pseudo_masks": ellipse["summary"], "model": final["summary"], "postprocess": demo.postprocess,
          "model_per_round": {str(r): v["summary"] for r, v in rounds.items()}, "trainer": cfg.trainer,
-         "device": exp.device, "timings_s": timings}, indent=2))
+         "crop_size": cfg.crop_size, "device": exp.device, "timings_s": timings}, indent=2))
     say(evaluation.table)
     say("  plots and tables: " + ", ".join(str(p) for p in evaluation.files.values()))
     say(format_result(demo, cfg.trainer))
@@ -169,13 +179,19 @@ def format_result(result: DemoResult, trainer: str) -> str:
     rows = [("(a) RECIST ellipse pseudo masks", result.ellipse["summary"])]
     last = max(result.per_round) if result.per_round else None
     for r, summary in sorted(result.per_round.items()):
-        tag = "(b) " if r == last else "    "
+        tag = "(b) " if r == last and result.postprocess == "none" else "    "
         rows.append((f"{tag}nnU-Net model, round {r} ({trainer})", summary))
+    if result.postprocess != "none":
+        rows.append((f"(b) round {last} + RECIST-mark post-processing ({result.postprocess})", result.model["summary"]))
     width = max(len(name) for name, _ in rows)
     lines = ["", "Dice on the test split, key slice, original geometry, vs. true masks:",
              f"  {'':{width}s} {'n':>4s} {'mean':>7s} {'std':>7s} {'median':>7s} {'worst':>7s}"]
     for name, s in rows:
         lines.append(f"  {name:{width}s} {s['n']:4d} {s['mean']:7.4f} {s['std']:7.4f} {s['median']:7.4f} {s['min']:7.4f}")
+    gain = 100 * (result.model["summary"]["mean"] - result.ellipse["summary"]["mean"])
+    verdict = "better than" if gain > 0 else "worse than" if gain < 0 else "equal to"
+    lines.append(f"  (b) is {abs(gain):.1f} Dice points {verdict} the RECIST ellipses it learned from "
+                 f"(worst case {result.model['summary']['min']:.3f} vs {result.ellipse['summary']['min']:.3f}).")
     total = sum(result.timings.values())
     lines.append(f"  time: {total:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items()) + ")")
     lines.append(f"  outputs: {result.out}")
