@@ -303,10 +303,8 @@ def test_cli_mode_choices_match_the_library():
 
 
 # -- score_folder ---------------------------------------------------------------------------------
-def test_score_folder_with_postprocess_gives_the_hand_computed_dice(tmp_path):
-    from nnunet_ulseg.workflow.slice_scores import score_folder
-
-    # true mask: the 10 x 10 block [10:20, 10:20] of a 32 x 32 slice
+def block_sample(tmp_path):
+    """A generated-sample folder whose one true mask is the 10 x 10 block [10:20, 10:20] of a 32 x 32 slice."""
     sample = tmp_path / "sample"
     (sample / "Masks_png").mkdir(parents=True)
     truth = np.zeros((32, 32), np.uint8)
@@ -314,6 +312,13 @@ def test_score_folder_with_postprocess_gives_the_hand_computed_dice(tmp_path):
     cv2.imwrite(str(sample / "Masks_png" / "m.png"), truth)
     (sample / "masks.csv").write_text("File_name,lesion_instance,mask_path,true_type\n"
                                       "000001_01_01_001.png,1,Masks_png/m.png,4\n")
+    return sample, truth
+
+
+def test_score_folder_with_postprocess_gives_the_hand_computed_dice(tmp_path):
+    from nnunet_ulseg.workflow.slice_scores import score_folder
+
+    sample, truth = block_sample(tmp_path)
     mark = (10.0, 15.0, 19.0, 15.0, 15.0, 11.0, 15.0, 19.0)
     write_sidecar(tmp_path / "lesions.csv", [row("a", recist=mark)])
     # prediction: 8 of the 10 columns of the lesion (80 px) and a 4 x 4 stray blob (16 px)
@@ -339,13 +344,7 @@ def test_score_folder_reports_uls23_axis_errors(tmp_path):
     """Long/short axis SAPE |p - t| / (|p| + |t|): a 10 x 8 px block against the 10 x 10 true block."""
     from nnunet_ulseg.workflow.slice_scores import score_folder
 
-    sample = tmp_path / "sample"
-    (sample / "Masks_png").mkdir(parents=True)
-    truth = np.zeros((32, 32), np.uint8)
-    truth[10:20, 10:20] = 1
-    cv2.imwrite(str(sample / "Masks_png" / "m.png"), truth)
-    (sample / "masks.csv").write_text("File_name,lesion_instance,mask_path,true_type\n"
-                                      "000001_01_01_001.png,1,Masks_png/m.png,4\n")
+    sample, truth = block_sample(tmp_path)
     write_sidecar(tmp_path / "lesions.csv", [row("a", recist=(10.0, 15.0, 19.0, 15.0, 15.0, 11.0, 15.0, 19.0))])
     pred = tmp_path / "pred"
     pred.mkdir()
