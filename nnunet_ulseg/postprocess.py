@@ -47,11 +47,15 @@ Choices and why:
 
 Modes for the command lines (:data:`MODES`, :func:`postprocess_mask`): ``"none"``,
 ``"mark"`` (components + fill holes), ``"mark-ellipse"`` (the same clipped to the 1.5x
-ellipse).  Everything is numpy/scipy, a few milliseconds for a 256 x 256 crop.
+ellipse), ``"mark-grabcut"`` ("mark", then GrabCut initialised from that mask and the
+RECIST axes, WSSS Sec. 3.3 / Table 2 "CNN-GC", kept only when it reproduces the mark's
+axes, then "mark" again: :mod:`nnunet_ulseg.pseudo_masks.grabcut`; it needs the crop's
+CT image and the lesion's DICOM window).  Everything is numpy/scipy, a few milliseconds for a 256 x 256 crop.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -61,7 +65,9 @@ from scipy import ndimage
 from nnunet_ulseg.recist import Ellipse, Recist, ellipse_params, rasterize_ellipse
 
 #: Named post-processing modes of ``ulseg evaluate/refine/postprocess --postprocess``.
-MODES = ("none", "mark", "mark-ellipse")
+MODES = ("none", "mark", "mark-ellipse", "mark-grabcut")
+#: modes that need the crop's image (CT intensities)
+IMAGE_MODES = ("mark-grabcut",)
 #: Scale of the RECIST ellipse that mode ``"mark-ellipse"`` clips to (module docstring).
 ELLIPSE_FACTOR = 1.5
 #: What :func:`keep_marked` keeps when no component is crossed by the mark.
@@ -197,14 +203,32 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def postprocess_mask(mask: np.ndarray, recist_points, mode: str, lesion_label: int = 1) -> Kept:
-    """Apply the named ``mode`` (:data:`MODES`) to one mask; ``"none"`` only binarises it."""
+def postprocess_mask(mask: np.ndarray, recist_points, mode: str, lesion_label: int = 1,
+                     image: np.ndarray | None = None, window: tuple[float, float] | None = None) -> Kept:
+    """Apply the named ``mode`` (:data:`MODES`) to one mask; ``"none"`` only binarises it.
+
+    ``image`` (HU, the mask's shape) and ``window`` (DICOM min, max) are needed by
+    :data:`IMAGE_MODES` only.  Mode ``"mark-grabcut"`` reports status ``"grabcut"`` when the
+    refinement was accepted and ``"grabcut_rejected"`` (the ``"mark"`` result) when not.
+    """
     check_mode(mode)
     if mode == "none":
         pred = lesion_mask(mask, lesion_label)
         return Kept(pred, "unchanged", int(ndimage.label(pred, structure=EIGHT)[1]), 0)
     within = ELLIPSE_FACTOR if mode == "mark-ellipse" else None
-    return keep_marked_info(mask, recist_points, fill_holes=True, within=within, lesion_label=lesion_label)
+    kept = keep_marked_info(mask, recist_points, fill_holes=True, within=within, lesion_label=lesion_label)
+    if mode != "mark-grabcut":
+        return kept
+    if image is None or window is None:
+        raise ValueError("post-processing mode 'mark-grabcut' needs the crop's CT image and DICOM window")
+    from nnunet_ulseg.pseudo_masks.grabcut import grabcut_refine
+
+    recist = as_recist(recist_points)
+    result = grabcut_refine(kept.mask, image, recist, window, mark_pixels(recist, kept.mask.shape))
+    if not result.accepted:
+        return Kept(kept.mask, "grabcut_rejected", kept.components, kept.kept)
+    again = keep_marked_info(result.mask, recist, fill_holes=True)
+    return Kept(again.mask, "grabcut", again.components, again.kept)
 
 
 def describe_mode(mode: str) -> str:
@@ -214,10 +238,13 @@ def describe_mode(mode: str) -> str:
         "mark": "mark: keep the 8-connected components crossed by the RECIST axes, fill holes; "
                 "the RECIST ellipse when none is crossed",
         "mark-ellipse": f"mark-ellipse: as 'mark', after clipping to the RECIST ellipse scaled by {ELLIPSE_FACTOR}",
+        "mark-grabcut": "mark-grabcut: as 'mark', then GrabCut from that mask and the RECIST axes (CNN-GC), kept "
+                        "when its axes match the mark's within 15 % (ULS23 error), then 'mark' again",
     }[check_mode(mode)]
 
 
-def postprocess_crop(mask: np.ndarray, row, mode: str, lesion_label: int = 1) -> Kept:
+def postprocess_crop(mask: np.ndarray, row, mode: str, lesion_label: int = 1,
+                     image: np.ndarray | None = None) -> Kept:
     """Apply ``mode`` to a crop-geometry mask with its ``lesions.csv`` row's crop-geometry mark.
 
     ``row``: a :class:`nnunet_ulseg.conversion.sidecar.LesionRow` (anything with ``case``,
@@ -226,6 +253,7 @@ def postprocess_crop(mask: np.ndarray, row, mode: str, lesion_label: int = 1) ->
     round update and ``ulseg postprocess`` write, and (for small lesions) a finer grid
     than the key slice.  Mode ``"none"`` reads nothing of ``row``.  Raises ``ValueError``
     naming the case for a mask of the wrong shape or a mark that is not a valid RECIST mark.
+    ``image``: the crop's CT (HU) for :data:`IMAGE_MODES`; the window is the row's DICOM window.
     """
     mask = np.asarray(mask)
     if check_mode(mode) == "none":
@@ -237,4 +265,20 @@ def postprocess_crop(mask: np.ndarray, row, mode: str, lesion_label: int = 1) ->
         recist = as_recist(row.recist_crop_points)
     except ValueError as exc:
         raise ValueError(f"case {row.case}: lesions.csv recist_crop is not a usable RECIST mark ({exc})") from None
-    return postprocess_mask(mask, recist, mode, lesion_label)
+    if mode in IMAGE_MODES and image is None:
+        raise ValueError(f"case {row.case}: post-processing mode {mode!r} needs the crop's CT image")
+    if image is not None:
+        image = np.asarray(image)
+        image = image.reshape(image.shape[-2:])
+    return postprocess_mask(mask, recist, mode, lesion_label, image, (row.window_min, row.window_max))
+
+
+def read_crop_image(images_dir: str | os.PathLike, case: str, file_ending: str = ".mha") -> np.ndarray:
+    """Channel 0 (the key slice) of ``<images_dir>/<case>_0000<file_ending>`` as a 2D HU array."""
+    import SimpleITK as sitk
+
+    path = os.path.join(images_dir, f"{case}_0000{file_ending}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no image {path} for case {case} (needed by the grabcut post-processing)")
+    array = sitk.GetArrayFromImage(sitk.ReadImage(path))
+    return array.reshape(array.shape[-2:])

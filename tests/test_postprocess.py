@@ -169,7 +169,7 @@ def test_label_maps_bool_masks_and_bad_input():
         scaled_ellipse(MARK, 0)
     none = postprocess_mask(label, None, "none")
     assert none.status == "unchanged" and np.array_equal(none.mask, label == 1)
-    assert MODES == ("none", "mark", "mark-ellipse")
+    assert MODES == ("none", "mark", "mark-ellipse", "mark-grabcut")
 
 
 def row(case="c", size=32, recist=tuple(float(v) for v in np.ravel(MARK)), **kw) -> LesionRow:

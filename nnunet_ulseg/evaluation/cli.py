@@ -13,7 +13,7 @@ from pathlib import Path
 
 #: :data:`nnunet_ulseg.postprocess.MODES`, spelled out so that building the parser stays cheap
 #: (no numpy/scipy import; a test checks that both agree).
-POSTPROCESS_CHOICES = ("none", "mark", "mark-ellipse")
+POSTPROCESS_CHOICES = ("none", "mark", "mark-ellipse", "mark-grabcut")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -141,12 +141,17 @@ def crop_label(path: Path, row: LesionRow) -> np.ndarray:
     return array == LESION_LABEL
 
 
-def predicted_label(path: Path, row: LesionRow, postprocess: str = "none") -> tuple[np.ndarray, str]:
-    """:func:`crop_label` of a prediction after the ``postprocess`` mode, and the case's post-processing status."""
-    from nnunet_ulseg.postprocess import postprocess_crop
+def predicted_label(path: Path, row: LesionRow, postprocess: str = "none", images_dir: Path | None = None,
+                    file_ending: str = ".mha") -> tuple[np.ndarray, str]:
+    """:func:`crop_label` of a prediction after the ``postprocess`` mode, and the case's post-processing status.
+
+    ``images_dir``: the CT crops, read by the image modes (``mark-grabcut``).
+    """
+    from nnunet_ulseg.postprocess import IMAGE_MODES, postprocess_crop, read_crop_image
 
     try:
-        kept = postprocess_crop(crop_label(path, row), row, postprocess)
+        ct = read_crop_image(images_dir, row.case, file_ending) if postprocess in IMAGE_MODES else None
+        kept = postprocess_crop(crop_label(path, row), row, postprocess, image=ct)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     return kept.mask, kept.status
@@ -276,6 +281,8 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
             if missing[n]:
                 raise missing_predictions_error(p, missing[n], len(with_ref))
 
+    # the CT crops: read by the image post-processing modes and drawn in the gallery
+    ct_dir = Path(images_dir) if images_dir is not None else Path(ref_dir).resolve().parent / "imagesTs"
     records: list[dict] = []
     for row in with_ref:
         window = slice_window(row)
@@ -286,7 +293,7 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
             if not path.is_file():
                 records.append(_record(n, row, "missing", None, mode))
                 continue
-            crop, pp_status = predicted_label(path, row, mode)
+            crop, pp_status = predicted_label(path, row, mode, ct_dir, file_ending)
             pred = to_slice(crop, row, interpolation)[window]
             m = lesion_metrics(pred, ref, spacing, row.long_mm, row.short_mm)
             records.append(_record(n, row, "ok", m, mode, pp_status))

@@ -313,15 +313,19 @@ class Refinement:
                 f"{recorded!r}, this command has {self.cfg.postprocess!r}\nRe-run with the recorded arguments, or "
                 "move that folder away to start over.")
 
-    def _postprocess(self, files: dict[str, Path], out_dir: Path) -> tuple[dict[str, Path], dict]:
-        """``files`` (case -> prediction) post-processed into ``out_dir`` (emptied first); new mapping and counts."""
+    def _postprocess(self, files: dict[str, Path], out_dir: Path, images: str = "imagesTr"
+                     ) -> tuple[dict[str, Path], dict]:
+        """``files`` (case -> prediction) post-processed into ``out_dir`` (emptied first); new mapping and counts.
+
+        ``images``: the round-1 folder of the cases' CT crops (for the image modes such as ``mark-grabcut``).
+        """
         from nnunet_ulseg.conversion.sidecar import read_sidecar
         from nnunet_ulseg.workflow.postprocess_cli import postprocess_cases
 
         if out_dir.exists():
             shutil.rmtree(out_dir)
         written, record = postprocess_cases(files, out_dir, read_sidecar(self.sidecar), self.cfg.postprocess,
-                                            self.ending, sidecar=self.sidecar)
+                                            self.ending, sidecar=self.sidecar, images_dir=self.base_raw / images)
         info = {"mode": self.cfg.postprocess, "folder": Path(os.path.relpath(out_dir, self.work)).as_posix(),
                 "status_counts": record["status_counts"], "fallback_cases": len(record["fallback_cases"])}
         return written, info
@@ -416,7 +420,7 @@ class Refinement:
             return {"predictions": Path(os.path.relpath(out, self.work)).as_posix()}
         files = {p.name[:-len(self.ending)]: p for p in sorted(out.iterdir())
                  if p.is_file() and p.name.endswith(self.ending)}
-        _, info = self._postprocess(files, out.with_name(f"test_predictions_{self.cfg.postprocess}"))
+        _, info = self._postprocess(files, out.with_name(f"test_predictions_{self.cfg.postprocess}"), "imagesTs")
         return {"predictions": info["folder"], "postprocess": info,
                 "unprocessed_predictions": Path(os.path.relpath(out, self.work)).as_posix()}
 

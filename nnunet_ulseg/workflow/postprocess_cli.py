@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 
 #: :data:`nnunet_ulseg.postprocess.MODES`, spelled out so that building the ``ulseg`` parser
 #: imports neither numpy nor scipy (a test checks that both agree).
-MODE_CHOICES = ("none", "mark", "mark-ellipse")
+MODE_CHOICES = ("none", "mark", "mark-ellipse", "mark-grabcut")
 #: nnUNetv2_predict's side files that still describe the post-processed folder.
 SIDE_FILES = ("dataset.json", "plans.json", "predict_from_raw_data_args.json")
 RECORD = "postprocessing.json"
@@ -68,15 +68,22 @@ def apply_to_labels(labels, kept, lesion_label: int = 1):
     return out
 
 
-def postprocess_file(source: str | os.PathLike, target: str | os.PathLike, row, mode: str):
+def postprocess_file(source: str | os.PathLike, target: str | os.PathLike, row, mode: str,
+                     images_dir: str | os.PathLike | None = None, file_ending: str = ".mha"):
     """Post-process one segmentation file with its sidecar ``row``; errors name ``source``.
 
-    Returns the :class:`~nnunet_ulseg.postprocess.Kept` of the case.
+    ``images_dir`` holds the CT crops (``<case>_0000<file_ending>``) that the image modes
+    (``mark-grabcut``) read.  Returns the :class:`~nnunet_ulseg.postprocess.Kept` of the case.
     """
-    from nnunet_ulseg.postprocess import postprocess_crop
+    from nnunet_ulseg.postprocess import IMAGE_MODES, postprocess_crop, read_crop_image
     labels, image = read_segmentation(source)
     try:
-        kept = postprocess_crop(labels, row, mode)
+        ct = None
+        if mode in IMAGE_MODES:
+            if images_dir is None:
+                raise ValueError(f"post-processing mode {mode!r} needs the CT crops (give their folder)")
+            ct = read_crop_image(images_dir, row.case, file_ending)
+        kept = postprocess_crop(labels, row, mode, image=ct)
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from None
     write_segmentation(target, apply_to_labels(labels, kept.mask), image)
@@ -85,7 +92,8 @@ def postprocess_file(source: str | os.PathLike, target: str | os.PathLike, row, 
 
 def postprocess_cases(files: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike, rows: Sequence,
                       mode: str, file_ending: str = ".mha", progress: bool = False,
-                      sidecar: str | os.PathLike | None = None) -> tuple[dict[str, Path], dict]:
+                      sidecar: str | os.PathLike | None = None,
+                      images_dir: str | os.PathLike | None = None) -> tuple[dict[str, Path], dict]:
     """Post-process ``files`` (case -> file) into ``out_dir/<case><file_ending>``.
 
     ``rows``: the sidecar's :class:`~nnunet_ulseg.conversion.sidecar.LesionRow` objects.
@@ -111,7 +119,7 @@ def postprocess_cases(files: Mapping[str, str | os.PathLike], out_dir: str | os.
     written, statuses = {}, {}
     for case in tqdm(sorted(files), desc=f"postprocess ({mode})", unit="case", disable=not progress):
         target = out_dir / f"{case}{file_ending}"
-        statuses[case] = postprocess_file(files[case], target, by_case[case], mode).status
+        statuses[case] = postprocess_file(files[case], target, by_case[case], mode, images_dir, file_ending).status
         written[case] = target
     counts = Counter(statuses.values())
     record = {"mode": mode, "description": describe_mode(mode), "sidecar": None if sidecar is None else str(sidecar),
@@ -136,7 +144,8 @@ def folder_file_ending(pred_dir: str | os.PathLike, file_ending: str | None = No
 
 
 def postprocess_folder(pred_dir: str | os.PathLike, out_dir: str | os.PathLike, sidecar: str | os.PathLike,
-                       mode: str = "mark", file_ending: str | None = None, progress: bool = True) -> dict:
+                       mode: str = "mark", file_ending: str | None = None, progress: bool = True,
+                       images_dir: str | os.PathLike | None = None) -> dict:
     """Post-process every ``<case><file_ending>`` of ``pred_dir`` into ``out_dir`` (module docstring).
 
     Returns the ``postprocessing.json`` record.  Raises ``FileNotFoundError`` for a missing
@@ -160,7 +169,8 @@ def postprocess_folder(pred_dir: str | os.PathLike, out_dir: str | os.PathLike, 
              if p.is_file() and p.name.endswith(ending) and len(p.name) > len(ending)}
     if not files:
         raise FileNotFoundError(f"{pred_dir}: no <case>{ending} segmentation files")
-    _, record = postprocess_cases(files, out_dir, read_sidecar(sidecar), mode, ending, progress, sidecar)
+    _, record = postprocess_cases(files, out_dir, read_sidecar(sidecar), mode, ending, progress, sidecar,
+                                  images_dir)
     for name in SIDE_FILES:
         if (pred_dir / name).is_file():
             shutil.copy2(pred_dir / name, out_dir / name)
@@ -185,7 +195,10 @@ def add_postprocess_parser(subparsers) -> argparse.ArgumentParser:
                    help="the converted dataset's lesions.csv (RECIST mark of each case in crop pixels)")
     p.add_argument("--mode", choices=MODE_CHOICES, default="mark",
                    help="mark (default): marked components + fill holes; mark-ellipse: also clip to the 1.5x "
-                        "RECIST ellipse; none: copy")
+                        "RECIST ellipse; mark-grabcut: mark, then GrabCut from it and the RECIST axes, kept when "
+                        "it keeps the mark's axes (needs --images); none: copy")
+    p.add_argument("--images", type=Path, default=None, metavar="IMAGES_DIR",
+                   help="the CT crops (<case>_0000.mha, e.g. the dataset's imagesTs) for --mode mark-grabcut")
     p.add_argument("--file-ending", default=None,
                    help="file ending of segmentations (default: dataset.json's in -i, else .mha)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -195,7 +208,7 @@ def add_postprocess_parser(subparsers) -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     record = postprocess_folder(args.input, args.output, args.sidecar, args.mode, args.file_ending,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, images_dir=args.images)
     counts = ", ".join(f"{k} {v}" for k, v in record["status_counts"].items())
     print(f"post-processed {record['cases']} case(s) with {record['description']}\n  {counts}\n  -> {args.output}")
     return 0

@@ -67,7 +67,7 @@ def _axis_errors(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float]
 
 def score_folder(mask_dir: str | Path, sidecar: str | Path, sample_dir: str | Path,
                  split: str = "test", file_ending: str = ".mha", ignore_label: int = 2,
-                 postprocess: str = "none") -> dict:
+                 postprocess: str = "none", images_dir: str | Path | None = None) -> dict:
     """Dice/precision/recall of every ``<case><file_ending>`` in ``mask_dir`` for the cases of ``split``.
 
     The lesion is label 1.  Label ``ignore_label`` (nnU-Net's ignore label of a refined
@@ -81,9 +81,11 @@ def score_folder(mask_dir: str | Path, sidecar: str | Path, sample_dir: str | Pa
     paste-back; each per-lesion entry records its ``postprocess_status`` and the result its
     ``postprocess`` mode.
     """
-    from nnunet_ulseg.postprocess import check_mode, postprocess_crop
+    from nnunet_ulseg.postprocess import IMAGE_MODES, check_mode, postprocess_crop, read_crop_image
 
     check_mode(postprocess)
+    if images_dir is None:  # the converted dataset's own crops, next to its lesions.csv
+        images_dir = Path(sidecar).parent / ("imagesTs" if split == "test" else "imagesTr")
     mask_dir = Path(mask_dir)
     truth = TrueMasks(sample_dir)
     per_lesion = []
@@ -95,7 +97,8 @@ def score_folder(mask_dir: str | Path, sidecar: str | Path, sample_dir: str | Pa
             raise FileNotFoundError(f"no mask for case {row.case} in {mask_dir}")
         crop = read_crop_mask(path)
         try:
-            kept = postprocess_crop(crop, row, postprocess)
+            ct = read_crop_image(images_dir, row.case, file_ending) if postprocess in IMAGE_MODES else None
+            kept = postprocess_crop(crop, row, postprocess, image=ct)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
         pred = paste_back(kept.mask, row)
