@@ -57,8 +57,8 @@ def main() -> None:
     parser.add_argument("--refine-postprocess", default="none",
                         help="ulseg refine --postprocess mode for the round updates (none, mark, mark-ellipse)")
     parser.add_argument("--postprocess", nargs="*", default=["mark"],
-                        help="also score every model with these post-processing modes using its RECIST mark "
-                             "(rows '<model> + <mode>'; default: mark)")
+                        help="also score every model (and the ellipses) with these post-processing modes using "
+                             "its RECIST mark (rows '<model> + <mode>'; default: mark)")
     parser.add_argument("--device", default=None)
     parser.add_argument("-np", type=int, default=2)
     parser.add_argument("--keep", default=None, help="work folder to keep (default: a temp folder)")
@@ -114,6 +114,8 @@ def main() -> None:
     def predictions(trainer: str) -> Path:
         return root / "predictions" / trainer
 
+    # the post-processing alone, on the ellipses (what each mode adds without any model)
+    postprocessed("RECIST ellipse pseudo masks", exp.raw / "pseudolabelsTs")
     for trainer in args.trainers:
         results.add(trainer, lambda: train_and_score(trainer))
         postprocessed(trainer, predictions(trainer))

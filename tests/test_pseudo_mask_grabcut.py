@@ -69,3 +69,15 @@ def test_empty_prediction_starts_from_the_ellipse_and_mode_needs_the_image():
     assert kept.status in ("grabcut", "grabcut_rejected") and dice(kept.mask, lesion) > 0.9
     with pytest.raises(ValueError, match="needs the crop's CT image"):
         postprocess_mask(lesion.astype(np.uint8), mark, "mark-grabcut")
+
+
+def test_refinement_is_deterministic():
+    image, lesion, mark = scene(3)
+    yy, xx = np.mgrid[:64, :64]
+    blob = (xx - 32) ** 2 + (yy - 32) ** 2 <= 14 ** 2
+    axes = mark_pixels(mark, blob.shape)
+    cv2.setRNGSeed(123)
+    first = grabcut_refine(blob, image, mark, (-50, 200), axes).mask
+    np.random.default_rng(5).random(10)
+    cv2.setRNGSeed(99)
+    np.testing.assert_array_equal(grabcut_refine(blob, image, mark, (-50, 200), axes).mask, first)

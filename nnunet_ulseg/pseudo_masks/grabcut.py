@@ -116,6 +116,7 @@ def grabcut_refine(mask: np.ndarray, image_hu: np.ndarray, recist: Recist, windo
             return GrabCutResult(mask, False, 1.0, 1.0)
     grey = window_to_uint8(image_hu, window)
     labels = cnn_trimap(mask, recist, np.asarray(axes, bool))
+    cv2.setRNGSeed(0)  # GrabCut's GMM initialisation draws from OpenCV's RNG: same input, same mask
     try:
         cv2.grabCut(cv2.merge([grey, grey, grey]), labels, None, np.zeros((1, 65)), np.zeros((1, 65)),
                     ITERATIONS, cv2.GC_INIT_WITH_MASK)
