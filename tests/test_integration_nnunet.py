@@ -104,7 +104,8 @@ def test_ulseg_demo_cli_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "nnunet_ulseg.cli", "demo", "--out", str(out), "--lesions", "12", "--seed", "5",
-         "--trainer", "nnUNetTrainerULSeg_1epochs", "--rounds", "1", "--device", "cpu"],
+         "--trainer", "nnUNetTrainerULSeg_1epochs", "--rounds", "1", "--device", "cpu", "--epochs", "1",
+         "--iterations", "2", "--postprocess", "mark"],
         capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "(a) RECIST ellipse pseudo masks" in proc.stdout

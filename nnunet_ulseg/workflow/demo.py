@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nnunet_ulseg.workflow.cli import DEFAULTS
 from nnunet_ulseg.workflow.experiment import Experiment
 from nnunet_ulseg.workflow.nnunet import NNUNetPaths, default_device
 from nnunet_ulseg.workflow.slice_scores import score_folder
@@ -40,14 +41,15 @@ class DemoConfig:
     out: Path = Path("ulseg_demo")
     lesions: int = 48
     seed: int = 0
-    trainer: str = "nnUNetTrainerAHRNetW18RLS_5epochs"
-    rounds: int = 2
+    trainer: str = DEFAULTS["trainer"]
+    rounds: int = DEFAULTS["rounds"]
     #: converter --crop-size (fixed crop side in px; None = 128..256)
-    crop_size: int | None = 64
+    crop_size: int | None = DEFAULTS["crop_size"]
     #: RECIST-mark post-processing of the model's masks (nnunet_ulseg.postprocess.MODES)
-    postprocess: str = "mark"
-    epochs: int | None = None
-    iterations: int | None = None
+    postprocess: str = DEFAULTS["postprocess"]
+    #: schedule per round (ULSEG_SHORT_EPOCHS / _ITERATIONS; None = the trainer's own)
+    epochs: int | None = DEFAULTS["epochs"]
+    iterations: int | None = DEFAULTS["iterations"]
     dataset_id: int = 501
     device: str | None = None
     num_processes: int = 2
