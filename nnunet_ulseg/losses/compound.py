@@ -43,6 +43,17 @@ from nnunet_ulseg.losses.iou import SoftIoULoss
 from nnunet_ulseg.losses.level_set import RegionalLevelSetLoss
 
 
+def _with_rls(loss: nn.Module, seg: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
+              image: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(seg + loss.rls_weight * l_rls, detached l_rls)`` while ``loss.use_rls``, else ``(seg, 0)``."""
+    if not loss.use_rls:
+        return seg, torch.zeros((), device=logits.device)
+    if image is None:
+        raise ValueError(f"{type(loss).__name__}.use_rls is on but no image was passed to forward")
+    rls = loss.rls(logits, target, image)
+    return seg + loss.rls_weight * rls, rls.detach()
+
+
 class WeakSegLoss(nn.Module):
     #: components recorded per call besides ``"seg"`` (= bce + iou)
     components = ("bce", "iou", "rls")
@@ -71,15 +82,7 @@ class WeakSegLoss(nn.Module):
                 image: Optional[torch.Tensor] = None) -> torch.Tensor:
         bce = self.bce(logits, target)
         iou = self.iou(logits, target)
-        total = bce + iou
-        if self.use_rls:
-            if image is None:
-                raise ValueError("WeakSegLoss.use_rls is on but no image was passed to forward")
-            rls = self.rls(logits, target, image)
-            total = total + self.rls_weight * rls
-            rls_record = rls.detach()
-        else:
-            rls_record = torch.zeros((), device=bce.device)
+        total, rls_record = _with_rls(self, bce + iou, logits, target, image)
         record = {"bce": bce.detach(), "iou": iou.detach(), "rls": rls_record}
         self._records.append(record)
         self.last_record = {"seg": record["bce"] + record["iou"], **record}
@@ -142,15 +145,7 @@ class DiceCERLSLoss(nn.Module):
                 image: Optional[torch.Tensor] = None) -> torch.Tensor:
         dc, ce = self.dice_and_ce(logits, target)
         seg = self.seg.weight_ce * ce + self.seg.weight_dice * dc
-        total = seg
-        if self.use_rls:
-            if image is None:
-                raise ValueError("DiceCERLSLoss.use_rls is on but no image was passed to forward")
-            rls = self.rls(logits, target, image)
-            total = total + self.rls_weight * rls
-            rls_record = rls.detach()
-        else:
-            rls_record = torch.zeros((), device=logits.device)
+        total, rls_record = _with_rls(self, seg, logits, target, image)
         self.last_record = {"seg": seg.detach().float(), "dice": dc.detach().float(), "ce": ce.detach().float(),
                             "rls": rls_record}
         return total
