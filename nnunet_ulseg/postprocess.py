@@ -209,7 +209,11 @@ def postprocess_mask(mask: np.ndarray, recist_points, mode: str, lesion_label: i
 
     ``image`` (HU, the mask's shape) and ``window`` (DICOM min, max) are needed by
     :data:`IMAGE_MODES` only.  Mode ``"mark-grabcut"`` reports status ``"grabcut"`` when the
-    refinement was accepted and ``"grabcut_rejected"`` (the ``"mark"`` result) when not.
+    refinement was accepted and ``"grabcut_rejected"`` (the ``"mark"`` result) when not.  The
+    same axis test (:data:`~nnunet_ulseg.pseudo_masks.grabcut.AXIS_TOLERANCE`) first checks the
+    marked prediction itself: one that does not reproduce the mark's axes is not trusted, and
+    GrabCut starts from the RECIST ellipse instead (``"grabcut_from_ellipse"``), or the ellipse
+    is kept when that is rejected too (``"fallback_ellipse_axes"``).
     """
     check_mode(mode)
     if mode == "none":
@@ -221,10 +225,21 @@ def postprocess_mask(mask: np.ndarray, recist_points, mode: str, lesion_label: i
         return kept
     if image is None or window is None:
         raise ValueError("post-processing mode 'mark-grabcut' needs the crop's CT image and DICOM window")
-    from nnunet_ulseg.pseudo_masks.grabcut import grabcut_refine
+    from nnunet_ulseg.pseudo_masks.grabcut import AXIS_TOLERANCE, grabcut_refine, mark_axis_errors
 
     recist = as_recist(recist_points)
-    result = grabcut_refine(kept.mask, image, recist, window, mark_pixels(recist, kept.mask.shape))
+    axes = mark_pixels(recist, kept.mask.shape)
+    if max(mark_axis_errors(kept.mask, recist)) > AXIS_TOLERANCE:
+        # the prediction does not measure like the mark (e.g. two lesions of one slice merged into one
+        # blob): it is not the marked lesion, so start from the mark alone (WSSS: "we generate T solely
+        # from the estimated RECIST" when the CNN fails) and keep the ellipse if that fails too
+        ellipse = rasterize_ellipse(ellipse_params(recist), kept.mask.shape)
+        result = grabcut_refine(ellipse, image, recist, window, axes)
+        if not result.accepted:
+            return Kept(ellipse, "fallback_ellipse_axes", kept.components, 0)
+        again = keep_marked_info(result.mask, recist, fill_holes=True)
+        return Kept(again.mask, "grabcut_from_ellipse", again.components, again.kept)
+    result = grabcut_refine(kept.mask, image, recist, window, axes)
     if not result.accepted:
         return Kept(kept.mask, "grabcut_rejected", kept.components, kept.kept)
     again = keep_marked_info(result.mask, recist, fill_holes=True)
@@ -239,7 +254,8 @@ def describe_mode(mode: str) -> str:
                 "the RECIST ellipse when none is crossed",
         "mark-ellipse": f"mark-ellipse: as 'mark', after clipping to the RECIST ellipse scaled by {ELLIPSE_FACTOR}",
         "mark-grabcut": "mark-grabcut: as 'mark', then GrabCut from that mask and the RECIST axes (CNN-GC), kept "
-                        "when its axes match the mark's within 15 % (ULS23 error), then 'mark' again",
+                        "when its axes match the mark's within 15 % (ULS23 error), then 'mark' again; a mask "
+                        "whose own axes do not match is replaced by GrabCut from the ellipse (or the ellipse)",
     }[check_mode(mode)]
 
 

@@ -81,3 +81,14 @@ def test_refinement_is_deterministic():
     np.random.default_rng(5).random(10)
     cv2.setRNGSeed(99)
     np.testing.assert_array_equal(grabcut_refine(blob, image, mark, (-50, 200), axes).mask, first)
+
+
+def test_a_prediction_that_does_not_measure_like_the_mark_is_replaced():
+    """Two lesions of one slice merged into one blob: the marked lesion is re-found from the mark alone."""
+    image, lesion, mark = scene()
+    merged = lesion.copy()
+    merged[26:38, 40:62] = True  # a neighbour fused to the right side: the long axis is far too long
+    image = np.where(merged & ~lesion, 120.0, image)
+    kept = postprocess_mask(merged.astype(np.uint8), mark, "mark-grabcut", image=image, window=(-50, 200))
+    assert kept.status in ("grabcut_from_ellipse", "fallback_ellipse_axes")
+    assert dice(kept.mask, lesion) > dice(merged, lesion) + 0.1
