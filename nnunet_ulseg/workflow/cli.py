@@ -9,7 +9,7 @@ from pathlib import Path
 #: 64 px crops and 40 x 30 iterations converge on 2 CPU cores; Dice+CE + RLS, then the RECIST-mark
 #: GrabCut post-processing, was the best pipeline there whose worst case stayed above the ellipses'
 DEFAULTS = {"trainer": "nnUNetTrainerDiceCERLS_10epochs", "rounds": 2, "crop_size": 64, "postprocess": "mark-grabcut",
-            "epochs": 40, "iterations": 30}
+            "epochs": 36, "iterations": 30}
 
 
 def add_demo_parser(subparsers) -> None:
