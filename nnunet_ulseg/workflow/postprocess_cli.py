@@ -185,7 +185,9 @@ def add_postprocess_parser(subparsers) -> argparse.ArgumentParser:
         description="For every <case> segmentation in -i, keep the 8-connected lesion components that the case's "
                     "RECIST long or short axis crosses (lesions.csv, crop coordinates) and fill their holes; the "
                     "RECIST ellipse when none is crossed. 'mark-ellipse' also clips to the RECIST ellipse scaled by "
-                    "1.5. Writes new files to -o with the geometry of each input; never overwrites -i.",
+                    "1.5; 'mark-grabcut' refines the result with GrabCut on the CT crop (--images), kept when it "
+                    "keeps the mark's axes. Writes new files to -o with the geometry of each input; never "
+                    "overwrites -i.",
     )
     p.add_argument("-i", dest="input", type=Path, required=True, metavar="PRED_DIR",
                    help="folder of nnUNetv2_predict segmentations (<case>.mha, label 1 = lesion)")
