@@ -62,7 +62,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from nnunet_ulseg.recist import Ellipse, Recist, ellipse_params, rasterize_ellipse
+from nnunet_ulseg.recist import Ellipse, Recist, ellipse_mask, ellipse_params, rasterize_ellipse
 
 #: Named post-processing modes of ``ulseg evaluate/refine/postprocess --postprocess``.
 MODES = ("none", "mark", "mark-ellipse", "mark-grabcut")
@@ -233,7 +233,7 @@ def postprocess_mask(mask: np.ndarray, recist_points, mode: str, lesion_label: i
         # the prediction does not measure like the mark (e.g. two lesions of one slice merged into one
         # blob): it is not the marked lesion, so start from the mark alone (WSSS: "we generate T solely
         # from the estimated RECIST" when the CNN fails) and keep the ellipse if that fails too
-        ellipse = rasterize_ellipse(ellipse_params(recist), kept.mask.shape)
+        ellipse = ellipse_mask(recist, kept.mask.shape).astype(bool)
         result = grabcut_refine(ellipse, image, recist, window, axes)
         if not result.accepted:
             return Kept(ellipse, "fallback_ellipse_axes", kept.components, 0)

@@ -38,9 +38,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from nnunet_ulseg.pseudo_masks.update import scale_about_centroid
-from nnunet_ulseg.recist import Recist, ellipse_mask, symmetric_error
+from nnunet_ulseg.recist import Recist, ellipse_mask, mask_axes, symmetric_error
 
 #: largest ULS23 axis error (long and short) of an accepted GrabCut result
 AXIS_TOLERANCE = 0.15
@@ -84,9 +85,6 @@ def cnn_trimap(mask: np.ndarray, recist: Recist, axes: np.ndarray) -> np.ndarray
 
 def mark_axis_errors(mask: np.ndarray, recist: Recist) -> tuple[float, float]:
     """ULS23 axis errors of the largest component of ``mask`` against the mark (pixel units); 1.0 if empty."""
-    from nnunet_ulseg.recist import mask_axes
-    from scipy import ndimage
-
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if n == 0:
         return 1.0, 1.0
