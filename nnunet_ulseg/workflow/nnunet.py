@@ -1,9 +1,10 @@
 """Running nnU-Net's own commands from our workflows.
 
-Everything we orchestrate (``ulseg demo``, later ``ulseg refine``) calls the real
+Everything we orchestrate (``ulseg demo``, ``ulseg refine``) calls the real
 ``nnUNetv2_*`` console scripts as subprocesses, exactly as a user would, with the
-environment variables nnU-Net reads.  Their full output goes to a log file; lines that
-tell a person where training stands are echoed.
+environment variables nnU-Net reads (:meth:`nnunet_ulseg.nnunet_layout.NNUNetPaths.environ`).
+Their full output goes to a log file; lines that tell a person where training stands
+are echoed.
 """
 from __future__ import annotations
 
@@ -13,71 +14,14 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+# the folder layout and environment variables live in one floor-1 module; re-exported for callers
+from nnunet_ulseg.nnunet_layout import NNUNetPaths, trainers_dir  # noqa: F401
+
 #: nnU-Net output lines worth echoing while a command runs.
 PROGRESS_PATTERN = re.compile(r"(Epoch \d+|train_loss|val_loss|Pseudo dice|Epoch time|Mean Validation Dice|Training done)")
-
-
-def trainers_dir() -> Path:
-    """The ``trainers/`` folder to put in ``nnUNet_extTrainer``.
-
-    It lives at the top of the source tree (DESIGN.md layout), next to the package, so
-    this requires an editable/source install; ``ULSEG_TRAINERS_DIR`` overrides it.
-    """
-    override = os.environ.get("ULSEG_TRAINERS_DIR")
-    candidate = Path(override) if override else Path(__file__).resolve().parents[2] / "trainers"
-    if not candidate.is_dir():
-        raise FileNotFoundError(
-            f"trainers folder not found at {candidate}; install nnunet-ulseg from its source tree "
-            "(pip install -e .) or set ULSEG_TRAINERS_DIR"
-        )
-    return candidate
-
-
-@dataclass(frozen=True)
-class NNUNetPaths:
-    """The three folders nnU-Net works in."""
-
-    raw: Path
-    preprocessed: Path
-    results: Path
-
-    @classmethod
-    def under(cls, root: str | os.PathLike) -> "NNUNetPaths":
-        root = Path(root)
-        return cls(root / "nnUNet_raw", root / "nnUNet_preprocessed", root / "nnUNet_results")
-
-    def create(self) -> "NNUNetPaths":
-        for p in (self.raw, self.preprocessed, self.results):
-            p.mkdir(parents=True, exist_ok=True)
-        return self
-
-    def environ(self, base: dict[str, str] | None = None, num_processes: int | None = None) -> dict[str, str]:
-        """``base`` (default: this process' environment) plus nnU-Net's variables.
-
-        ``nnUNet_extTrainer`` gets our trainers folder prepended to whatever the user
-        already has there.  With ``num_processes``, nnU-Net's worker pools are bounded by
-        it unless the user set them: ``nnUNet_n_proc_DA`` (data-augmentation workers per
-        training; nnU-Net's default is sized for its own GPU servers) and
-        ``nnUNet_def_n_proc`` (8 processes export every training's final validation).
-        On a 2-core machine their defaults cost minutes per training.
-        """
-        env = dict(os.environ if base is None else base)
-        if num_processes is not None:
-            env.setdefault("nnUNet_n_proc_DA", str(num_processes))
-            env.setdefault("nnUNet_def_n_proc", str(num_processes))
-        env["nnUNet_raw"] = str(self.raw)
-        env["nnUNet_preprocessed"] = str(self.preprocessed)
-        env["nnUNet_results"] = str(self.results)
-        extra = [str(trainers_dir())]
-        if env.get("nnUNet_extTrainer"):
-            extra += [p for p in env["nnUNet_extTrainer"].split(os.pathsep) if p and p not in extra]
-        env["nnUNet_extTrainer"] = os.pathsep.join(extra)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        return env
 
 
 class NNUNetCommandError(RuntimeError):
