@@ -1,6 +1,6 @@
 """``make_sample``: write a small corpus in DeepLesion's on-disk format, with true masks.
 
-Layout written under ``out_dir`` (``DESIGN.md``, "DeepLesion on disk"):
+Layout written under ``out_dir`` (``docs/DESIGN.md``, "DeepLesion on disk"):
 
 * ``DL_info.csv``: DeepLesion's 18 columns in order, one row per lesion, rows sorted by
   File_name (patient, study, series, key slice) and, on a shared slice, by instance;

@@ -11,7 +11,7 @@ Ablation switches (Table 2): row 1 ``decoder=dual_attention=scale_attention=Fals
 (HRNet baseline), row 2 ``decoder=True``, row 3 ``+ dual_attention``, row 4 all ``True``
 (AHRNet). Other combinations are valid too (DA/SA in front of the baseline head).
 
-nnU-Net contract (STYLE.md §2, §3, §6): keyword constructor ``AHRNet(input_channels,
+nnU-Net contract (docs/STYLE.md §2, §3, §6): keyword constructor ``AHRNet(input_channels,
 num_classes, **arch_kwargs, deep_supervision=...)`` as ``get_network_from_plans`` calls it;
 ``network.decoder.deep_supervision`` switches between the list output (full resolution
 first) and one tensor; all heads are always built (identical state dict keys);
@@ -89,7 +89,7 @@ def ahrnet_arch_kwargs(config: str | dict = "w32", decoder: bool = True, dual_at
                        nonlin: Type[nn.Module] | None = nn.ReLU, nonlin_kwargs: dict | None = None,
                        decoder_channels: int = 32, se_reduction: int = 16,
                        stem_stride: int = 4) -> tuple[dict, list[str]]:
-    """``(arch_kwargs, _kw_requires_import)`` for a plans ``architecture`` block (STYLE.md §3).
+    """``(arch_kwargs, _kw_requires_import)`` for a plans ``architecture`` block (docs/STYLE.md §3).
 
     JSON-serialisable: op types become dotted names that ``pydoc.locate`` resolves.
     Defaults: BatchNorm (eps 1e-5, momentum 0.1, affine), ReLU(inplace=True), as in HRNet.

@@ -3,7 +3,7 @@
 HRNet (Wang et al., TPAMI 2020; AHRNet Sec. 2.1 uses it as the backbone) is built from
 ResNet basic and bottleneck blocks. timm and the HRNet reference code hard-code
 ``nn.Conv2d``/``nn.BatchNorm2d`` with a module-level momentum; here every op type and its
-kwargs are constructor arguments, as in dynamic-network-architectures (STYLE.md §6, §7).
+kwargs are constructor arguments, as in dynamic-network-architectures (docs/STYLE.md §6, §7).
 
 Every block has ``compute_conv_feature_map_size(input_size)``: the number of elements
 (batch size 1) in the outputs of its convolutions, the quantity nnU-Net's planner sums for

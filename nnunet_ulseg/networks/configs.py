@@ -48,7 +48,7 @@ HRNET_CONFIGS: dict[str, dict] = {f"w{c}": _published(c) for c in (18, 32, 48)}
 def resolve_hrnet_config(config: str | dict) -> dict:
     """Return a validated deep copy of a named (``"w18"``, ``"w32"``, ``"w48"``) or explicit config.
 
-    The caller's dict is never mutated (STYLE.md §7). Unknown keys are rejected.
+    The caller's dict is never mutated (docs/STYLE.md §7). Unknown keys are rejected.
     """
     if isinstance(config, str):
         if config not in HRNET_CONFIGS:

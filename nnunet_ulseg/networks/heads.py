@@ -7,7 +7,7 @@
 * :class:`DEDecoder` (Table 2 rows 2-4): the paper's small decoder, see its docstring.
 
 Both heads have the attribute ``deep_supervision`` that nnU-Net's
-``set_deep_supervision_enabled`` sets on ``network.decoder`` (STYLE.md §2); with it on,
+``set_deep_supervision_enabled`` sets on ``network.decoder`` (docs/STYLE.md §2); with it on,
 they return a list with the full-resolution output first, otherwise one tensor. All
 layers are always built, so state dicts do not depend on deep supervision. Outputs are
 logits (no softmax/sigmoid).

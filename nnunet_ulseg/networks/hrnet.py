@@ -1,7 +1,7 @@
 """HRNet backbone: parallel multi-resolution branches with repeated fusion (AHRNet Sec. 2.1).
 
 Structure follows HRNet (Wang et al., TPAMI 2020) and timm's ``hrnet.py`` split
-(STYLE.md §7): fusion lives in :class:`HighResolutionModule`, stages and transitions are
+(docs/STYLE.md §7): fusion lives in :class:`HighResolutionModule`, stages and transitions are
 built from stage dicts (``networks/configs.py``). Differences from timm, on purpose:
 
 * op types and their kwargs are injected (``conv_op``, ``norm_op`` + ``norm_op_kwargs``,

@@ -2,7 +2,7 @@
 
 "Based on the prediction p from the trained model and the fitted ellipse e, we
 construct an updated pseudo mask g' by setting p ∩ e as the foreground, p ∪ e − p ∩ e
-as the ignored region, and the rest as the background."  Labels follow DESIGN.md:
+as the ignored region, and the rest as the background."  Labels follow docs/DESIGN.md:
 0 background, 1 lesion, 2 ignore.
 
 Before the rule is applied, ``p`` is restricted to the RECIST ellipse's neighbourhood

@@ -1,7 +1,7 @@
 """Deep-supervision weights and the image-aware deep-supervision wrapper.
 
 One place for the per-output weights, so that no trainer pastes nnU-Net's weight block
-again (STYLE.md §1), including its DDP case.  The wrapper also keeps the mean loss
+again (docs/STYLE.md §1), including its DDP case.  The wrapper also keeps the mean loss
 components of each output (the per-output loss's ``last_record``), so trainers log them
 without knowing how many outputs there are or in which order the loss was called.
 """
