@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from nnunet_ulseg import __version__
+from nnunet_ulseg.cli_args import ArgumentParser
 from nnunet_ulseg.workflow.nnunet import NNUNetCommandError
 
 
@@ -24,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     from nnunet_ulseg.refine.cli import add_refine_parser
     from nnunet_ulseg.workflow.cli import add_demo_parser
     from nnunet_ulseg.workflow.postprocess_cli import add_postprocess_parser
+    from nnunet_ulseg.workflow.trainers_cli import add_trainers_path_parser
 
-    parser = argparse.ArgumentParser(
+    # nnU-Net's dialect (nnunet_ulseg.cli_args): sub-parsers inherit the class, so no command reads
+    # "-device=cpu" as "-d evice=cpu"
+    parser = ArgumentParser(
         prog="ulseg",
         description="Weakly-supervised universal lesion segmentation from RECIST marks, on nnU-Net v2.",
     )
@@ -38,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_refine_parser(sub)
     add_postprocess_parser(sub)
     add_demo_parser(sub)
+    add_trainers_path_parser(sub)
     return parser
 
 

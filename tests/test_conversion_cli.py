@@ -53,10 +53,26 @@ def test_add_convert_parser_registers_the_subcommand():
     args = parser.parse_args(["convert-deeplesion", "--deeplesion", "a", "--out", "b", "--np", "3", "--context", "2",
                               "--strict", "--scale-policy", "physical", "--overwrite"])
     assert (args.deeplesion, args.out, args.num_processes, args.context, args.strict, args.scale_policy,
-            args.overwrite) == ("a", "b", 3, 2, True, "physical", True)
+            args.overwrite) == ("a", Path("b"), 3, 2, True, "physical", True)
     assert callable(args.func)
+    # nnU-Net converters' spellings give the same namespace as the long ones
+    short = parser.parse_args(["convert-deeplesion", "-i", "a", "-o", "b", "-np", "3", "--context", "2",
+                               "--strict", "--scale-policy", "physical", "--overwrite"])
+    assert vars(short) == vars(args)
+    assert parser.parse_args(["convert-deeplesion", "-i", "a", "-d", "777"]).dataset_id == 777
     with pytest.raises(SystemExit):
         parser.parse_args(["convert-deeplesion", "--deeplesion", "a", "--out", "b", "--scale-policy", "big"])
+
+
+def test_ulseg_convert_with_dataset_id_writes_into_nnunet_raw(corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    assert main(["-i", str(corpus), "-d", "778", "-np", "1", "--quiet"]) == 0
+    assert (tmp_path / "raw" / "Dataset778_DeepLesion" / "dataset.json").is_file()
+    # neither -o nor -d: one clear error line, nothing written
+    assert main(["-i", str(corpus), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "-o RAW_DATASET_DIR" in err and "-d ID" in err and "Traceback" not in err
 
 
 def load_script():
@@ -78,7 +94,9 @@ def test_dataset_conversion_script_uses_nnunet_raw_and_dataset_id(tmp_path, monk
     assert script.main(["--deeplesion", str(dl), "-d", "777", "--quiet"]) == 0
     assert (tmp_path / "raw" / "Dataset777_DeepLesion" / "dataset.json").is_file()
     assert (tmp_path / "pre" / "Dataset777_DeepLesion" / "splits_final.json").is_file()
+    # -d defaults to 501 in the script; nnU-Net's spelling -i works too
+    assert script.main(["-i", str(dl), "--quiet"]) == 0
+    assert (tmp_path / "raw" / "Dataset501_DeepLesion" / "dataset.json").is_file()
     monkeypatch.delenv("nnUNet_raw")
-    with pytest.raises(SystemExit):
-        script.main(["--deeplesion", str(dl)])
-    assert "nnUNet_raw" in capsys.readouterr().err
+    assert script.main(["--deeplesion", str(dl), "--quiet"]) == 2
+    assert "nnUNet_raw is not set" in capsys.readouterr().err

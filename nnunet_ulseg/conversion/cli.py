@@ -4,6 +4,10 @@
 :func:`add_convert_arguments` is shared with ``dataset_conversion/Dataset501_DeepLesion.py``;
 :func:`main` runs the command on its own (tests, ``python -m``).
 
+Options are spelled as nnU-Net's converters (``-i`` input, ``-o`` output, ``-d`` dataset id,
+``-np`` processes; nnunet_ulseg.cli_args), the earlier ``--deeplesion``/``--out``/``--np``
+stay aliases.  Without ``-o`` the dataset goes to ``$nnUNet_raw/Dataset<id>_DeepLesion``.
+
 Exit codes: 0 on success, even with skipped lesions (they are in the report); 2 when the
 conversion fails on the user's input (strict-mode problem, bad input folder, existing
 output), like ``ulseg``'s other user errors and argparse's usage errors.  Errors print
@@ -15,20 +19,36 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Iterator, Sequence
 
+from nnunet_ulseg.cli_args import ArgumentParser, add_input_folder, add_num_processes, add_output_folder
+
 COMMAND = "convert-deeplesion"
+DESCRIPTION = ("Convert DeepLesion (DL_info.csv + Images_png/) into an nnU-Net raw dataset of RECIST-ellipse pseudo "
+               "masks: one crop per lesion around its RECIST mark, dataset.json, the lesions.csv sidecar and a "
+               "patient-level splits_final.json.")
+#: the name part of ``Dataset<id>_<name>`` when the output folder comes from ``-d``
+DATASET_NAME = "DeepLesion"
 
 
-def add_convert_arguments(parser: argparse.ArgumentParser, out_required: bool = True) -> None:
-    """The converter's options (shared by the ``ulseg`` sub-command and the dataset_conversion script)."""
-    parser.add_argument("--deeplesion", required=True, metavar="DIR",
-                        help="DeepLesion folder holding DL_info.csv and Images_png/ (read only)")
-    parser.add_argument("--out", required=out_required, metavar="RAW_DATASET_DIR",
-                        help="nnU-Net raw dataset folder to write, e.g. $nnUNet_raw/Dataset501_DeepLesion")
-    parser.add_argument("--np", type=int, default=None, metavar="N", dest="num_processes",
-                        help="worker processes (default: min(CPU count, 8))")
+def add_convert_arguments(parser: argparse.ArgumentParser, dataset_default: int | None = None) -> None:
+    """The converter's options (shared by the ``ulseg`` sub-command and the dataset_conversion script).
+
+    ``dataset_default``: the ``-d`` used when neither ``-o`` nor ``-d`` is given (the
+    ``Dataset501_DeepLesion.py`` script's 501); None makes one of them required.
+    """
+    add_input_folder(parser, dest="deeplesion", aliases=("--deeplesion",), metavar="DEEPLESION_DIR",
+                     help="DeepLesion folder holding DL_info.csv and Images_png/ (read only)")
+    add_output_folder(parser, required=False,
+                      help="nnU-Net raw dataset folder to write, e.g. $nnUNet_raw/Dataset501_DeepLesion "
+                           "(default: $nnUNet_raw/Dataset<-d>_DeepLesion)")
+    parser.add_argument("-d", dest="dataset_id", type=int, default=dataset_default, metavar="ID",
+                        help="dataset id: without -o the dataset goes to $nnUNet_raw/Dataset<ID>_DeepLesion"
+                             + (f" (default: {dataset_default})" if dataset_default is not None else ""))
+    add_num_processes(parser, default=None, help="worker processes (default: min(CPU count, 8))")
     parser.add_argument("--context", type=int, default=0, metavar="K",
                         help="add slices key-K..key+K as channels; the key slice stays channel 0 (default 0)")
     parser.add_argument("--strict", action="store_true",
@@ -42,14 +62,14 @@ def add_convert_arguments(parser: argparse.ArgumentParser, out_required: bool = 
     parser.add_argument("--min-crop", type=float, default=32, metavar="PX",
                         help="smallest crop side in slice pixels (default 32)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing conversion in --out")
+                        help="replace an existing conversion in the output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, summary or per-lesion log lines")
 
 
 def add_convert_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``convert-deeplesion`` on an ``argparse`` sub-parsers object; its handler is ``args.func``."""
     p = subparsers.add_parser(COMMAND, help="convert DeepLesion (DL_info.csv + Images_png) to an nnU-Net raw dataset",
-                              description=__doc__.split("\n\n")[0])
+                              description=DESCRIPTION)
     add_convert_arguments(p)
     p.set_defaults(func=run_convert)
     return p
@@ -77,13 +97,31 @@ def _log_to_stderr(quiet: bool) -> Iterator[None]:
         log.propagate = saved[1]
 
 
+def output_folder(out: str | os.PathLike | None, dataset_id: int | None,
+                  environ: dict[str, str] | None = None) -> Path:
+    """``-o``, else ``$nnUNet_raw/Dataset<-d>_DeepLesion``; a ``ValueError`` saying what to give otherwise."""
+    from nnunet_ulseg.nnunet_layout import dataset_folder_name
+
+    if out is not None:
+        return Path(out)
+    if dataset_id is None:
+        raise ValueError("give the output folder (-o RAW_DATASET_DIR), or a dataset id (-d ID) to write "
+                         f"$nnUNet_raw/Dataset<ID>_{DATASET_NAME}")
+    raw = (os.environ if environ is None else environ).get("nnUNet_raw")
+    if not raw:
+        raise ValueError(f"-d {dataset_id} writes $nnUNet_raw/{dataset_folder_name(dataset_id, DATASET_NAME)}, but "
+                         "nnUNet_raw is not set: set it, or give the output folder with -o")
+    return Path(raw) / dataset_folder_name(dataset_id, DATASET_NAME)
+
+
 def run_convert(args: argparse.Namespace) -> int:
     """Run the conversion for parsed ``args``; returns the exit code."""
     from .deeplesion import convert_deeplesion
 
     with _log_to_stderr(args.quiet):
         try:
-            convert_deeplesion(args.deeplesion, args.out, num_processes=args.num_processes, context=args.context,
+            out = output_folder(args.out, args.dataset_id)
+            convert_deeplesion(args.deeplesion, out, num_processes=args.num_processes, context=args.context,
                                strict=args.strict, scale_policy=args.scale_policy, min_crop=args.min_crop,
                                overwrite=args.overwrite, progress=not args.quiet, crop_size=args.crop_size)
         except (ValueError, OSError) as e:  # ConversionError, bad input, existing output: user errors
@@ -94,7 +132,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``ulseg convert-deeplesion`` as a stand-alone command; returns the exit code."""
-    parser = argparse.ArgumentParser(prog=f"ulseg {COMMAND}", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog=f"ulseg {COMMAND}", description=DESCRIPTION)
     add_convert_arguments(parser)
     return run_convert(parser.parse_args(argv))
 

@@ -9,9 +9,11 @@ import argparse
 import csv
 from pathlib import Path
 
+from nnunet_ulseg.cli_args import add_output_folder
+
 
 def add_make_sample_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``make-sample --out DIR --lesions N --seed S`` on ``subparsers``.
+    """Register ``make-sample -o DIR --lesions N --seed S`` on ``subparsers`` (``--out`` is an alias of ``-o``).
 
     The handler is stored as ``func`` (``ulseg`` calls ``args.func(args)``).
     """
@@ -21,7 +23,7 @@ def add_make_sample_parser(subparsers) -> argparse.ArgumentParser:
         description="Write a synthetic DeepLesion-format corpus (DL_info.csv, Images_png/) with true "
         "lesion masks (Masks_png/, masks.csv) into an empty or new folder.",
     )
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (must be new or empty)")
+    add_output_folder(p, help="output folder (must be new or empty)")
     p.add_argument("--lesions", type=int, default=40, metavar="N", help="number of lesions (default: 40)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; same seed, same bytes (default: 0)")
     p.add_argument("--image-size", type=int, default=512, metavar="PX", help="slice size in px (default: 512)")
