@@ -459,7 +459,7 @@ def test_cli_parses_and_maps_timeouts_to_status_3(monkeypatch):
     assert (seen["num_parts"], seen["part_id"], seen["tta"], seen["num_processes"]) == (4, 3, False, 1)
     assert seen["init_from_previous"] and seen["cross_val"] and seen["fold"] is None and seen["configuration"] == "2d"
     assert seen["num_gpus"] == 2
-    assert parser.parse_args(["refine", "-d", "1", "-tr", "T"]).tta is None
+    assert parser.parse_args(["refine", "-d", "1", "-tr", "T"]).tta is True  # nnUNetv2_predict's default
 
     def timeout(*_a, **_k):
         raise WaitTimeout("gave up")
@@ -477,7 +477,7 @@ def test_nnunet_backend_command_lines(tmp_path, monkeypatch):
     monkeypatch.setattr(backend_module, "run_command", lambda args, env, log, echo: seen.append((args, env)))
     monkeypatch.delenv("nnUNet_def_n_proc", raising=False)
     paths = NNUNetPaths.under(tmp_path)
-    b = NNUNetBackend(paths, "2d", "T", "P", "cpu", 1, tmp_path / "log")
+    b = NNUNetBackend(paths, "2d", "T", "P", "cpu", 1, tmp_path / "log", tta=False)
     b.plan_and_preprocess("Dataset501_X")
     b.preprocess("Dataset601_X_round2")
     b.train("Dataset601_X_round2", 0, pretrained=Path("/m/checkpoint_final.pth"))
@@ -498,10 +498,10 @@ def test_nnunet_backend_command_lines(tmp_path, monkeypatch):
     assert args[5].endswith("--disable_tta -num_parts 4 -part_id 3")
     env = seen[0][1]
     assert env["nnUNet_def_n_proc"] == "1" and env["nnUNet_results"] == str(paths.results)
-    # TTA: on for CUDA by default, or as asked; a user's nnUNet_def_n_proc wins
+    # TTA: on by default on every device (nnUNetv2_predict's default); a user's nnUNet_def_n_proc wins
     monkeypatch.setenv("nnUNet_def_n_proc", "6")
-    for device, tta in (("cuda", None), ("cpu", True)):
-        NNUNetBackend(paths, "2d", "T", "P", device, 2, tmp_path / "log", tta=tta).predict(
+    for device in ("cuda", "cpu"):
+        NNUNetBackend(paths, "2d", "T", "P", device, 2, tmp_path / "log").predict(
             "Dataset501_X", [0], Path("/i"), Path("/o"))
     assert "--disable_tta" not in seen[-2][0] and "--disable_tta" not in seen[-1][0]
     assert seen[-1][1]["nnUNet_def_n_proc"] == "6"

@@ -56,12 +56,12 @@ def test_experiment_runs_nnunet_commands_with_bounded_pools(tmp_path, monkeypatc
                      num_processes=3)
     exp.plan_and_preprocess()
     exp.train("nnUNetTrainerRLS_1epochs", fold=0)
-    exp.predict("nnUNetTrainerRLS_1epochs", Path("/in"), Path("/out"))
-    exp.predict("nnUNetTrainerRLS_1epochs", Path("/in"), Path("/out2"), tta=True)
+    exp.predict("nnUNetTrainerRLS_1epochs", Path("/in"), Path("/out"), tta=False)
+    exp.predict("nnUNetTrainerRLS_1epochs", Path("/in"), Path("/out2"))
     names = [Path(args[0]).name for args, _ in calls]
     assert names == ["nnUNetv2_plan_and_preprocess", "nnUNetv2_train", "nnUNetv2_predict", "nnUNetv2_predict"]
     plan, train, predict, predict_tta = (list(map(str, a)) for a, _ in calls)
     assert plan[1:] == ["-d", "501", "-c", "2d", "-np", "3", "-npfp", "3", "--verify_dataset_integrity"]
     assert train[1:5] == ["501", "2d", "0", "-tr"] and "cpu" in train
-    assert "--disable_tta" in predict and "--disable_tta" not in predict_tta  # CPU: no mirroring by default
+    assert "--disable_tta" in predict and "--disable_tta" not in predict_tta  # mirroring unless disabled
     assert all(env["nnUNet_n_proc_DA"] == "3" for _, env in calls)

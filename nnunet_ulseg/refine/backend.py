@@ -64,7 +64,8 @@ class NNUNetBackend:
     num_processes: int
     log: Path
     checkpoint: str = "checkpoint_final.pth"
-    tta: bool | None = None
+    #: mirroring TTA, on unless False (nnUNetv2_predict's default; False adds --disable_tta)
+    tta: bool = True
     echo: Callable[[str], None] | None = print
     num_gpus: int = 1
 
@@ -103,14 +104,14 @@ class NNUNetBackend:
                 num_parts: int = 1, part_id: int = 0) -> None:
         """``nnUNetv2_predict`` of ``input_dir`` with the model (ensemble) of ``folds``.
 
-        Mirroring TTA is on for CUDA only unless ``tta`` is set: on a CPU it is 4x the work.
+        Mirroring TTA is on unless ``tta`` is False, as in nnUNetv2_predict (on a 2D model it
+        is 4 forward passes per patch: callers that need speed or comparability pass False).
         """
-        tta = self.device == "cuda" if self.tta is None else self.tta
         args = [console_script("nnUNetv2_predict"), "-i", str(input_dir), "-o", str(output_dir),
                 "-d", str(dataset_id_of(dataset)), "-c", self.configuration, "-f", *[str(f) for f in folds],
                 "-tr", self.trainer, "-p", self.plans, "-chk", self.checkpoint, "-device", self.device,
                 "-npp", str(self.num_processes), "-nps", str(self.num_processes)]
-        if not tta:
+        if not self.tta:
             args.append("--disable_tta")
         if num_parts > 1:
             args += ["-num_parts", str(num_parts), "-part_id", str(part_id)]

@@ -96,7 +96,8 @@ class RefineConfig:
     dataset: int | str
     trainer: str
     configuration: str = "2d"
-    fold: int | None = None
+    #: one fold: a number or "all" (nnU-Net's fold trained on every case); None = 0
+    fold: int | str | None = None
     rounds: int = 3
     cross_val: bool = False
     num_parts: int = 1
@@ -123,7 +124,7 @@ class RefineConfig:
             raise ValueError(f"part id {self.part_id} must be in 0..{self.num_parts - 1} (num parts {self.num_parts})")
         if self.cross_val and self.fold is not None:
             raise ValueError("--cross-val trains folds 0-4 of every round; do not pass a fold")
-        if self.fold is not None and int(self.fold) < 0:
+        if self.fold is not None and self.fold != "all" and int(self.fold) < 0:
             raise ValueError(f"fold must be >= 0, got {self.fold}")
         if self.postprocess not in POSTPROCESS_MODES:
             raise ValueError(f"unknown post-processing mode {self.postprocess!r}; choose one of "
@@ -132,8 +133,10 @@ class RefineConfig:
             raise FileNotFoundError(f"{self.truth} has no masks.csv: --truth needs a sample made by ulseg make-sample")
 
     @property
-    def folds(self) -> list[int]:
-        return list(range(NUM_FOLDS)) if self.cross_val else [int(self.fold or 0)]
+    def folds(self) -> list[int | str]:
+        if self.cross_val:
+            return list(range(NUM_FOLDS))
+        return ["all"] if self.fold == "all" else [int(self.fold or 0)]
 
     def manifest_arguments(self, dataset_name: str) -> dict:
         return {"dataset": dataset_name, "configuration": self.configuration, "trainer": self.trainer,
@@ -364,7 +367,7 @@ class Refinement:
                     return "copied from the raw dataset"
                 self.say("  no splits_final.json: nnU-Net will make its own random 5-fold split")
                 return "none (nnU-Net's own)"
-            if self.cfg.folds[0] >= len(read_json(target)):
+            if self.cfg.folds[0] != "all" and self.cfg.folds[0] >= len(read_json(target)):
                 self.say(f"  warning: {target} has no fold {self.cfg.folds[0]}; nnU-Net will use a random 80:20 split")
             return "existing"
         if target.exists() and is_crossval_partition(read_json(target), self.cases):

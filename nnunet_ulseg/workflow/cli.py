@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunet_ulseg.cli_args import add_device, add_num_processes, add_output_folder, add_trainer, add_tta
+
 
 #: the demo's defaults (DemoConfig's too), chosen from benchmarks/bench_weak.py --profile cpu64 (README):
 #: 64 px crops and 40 x 30 iterations converge on 2 CPU cores; Dice+CE + RLS, then the RECIST-mark
@@ -20,11 +22,10 @@ def add_demo_parser(subparsers) -> None:
                     "ellipse pseudo masks, run nnU-Net's plan/train/predict on them, and print the Dice of "
                     "(a) the pseudo masks and (b) the trained model against the true masks.",
     )
-    p.add_argument("--out", type=Path, default=Path("ulseg_demo"), help="output folder (default: ulseg_demo)")
+    add_output_folder(p, required=False, default=Path("ulseg_demo"), help="output folder (default: ulseg_demo)")
     p.add_argument("--lesions", type=int, default=48, help="lesions in the generated sample (default: 48)")
     p.add_argument("--seed", type=int, default=0, help="sample seed (default: 0)")
-    p.add_argument("--trainer", default=DEFAULTS["trainer"],
-                   help=f"nnU-Net trainer class (default: {DEFAULTS['trainer']})")
+    add_trainer(p, default=DEFAULTS["trainer"], aliases=("--trainer",))
     p.add_argument("--rounds", type=int, default=DEFAULTS["rounds"],
                    help=f"pseudo-mask rounds (AHRNet Sec. 2.3; default {DEFAULTS['rounds']}, the paper uses 3)")
     p.add_argument("--crop-size", type=int, default=DEFAULTS["crop_size"], metavar="PX",
@@ -37,11 +38,10 @@ def add_demo_parser(subparsers) -> None:
                    help=f"epochs per round (ULSEG_SHORT_EPOCHS; default {DEFAULTS['epochs']})")
     p.add_argument("--iterations", type=int, default=DEFAULTS["iterations"],
                    help=f"iterations per epoch (ULSEG_SHORT_ITERATIONS; default {DEFAULTS['iterations']})")
-    p.add_argument("--device", choices=["cpu", "cuda", "mps"], default=None,
-                   help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("-np", "--np", dest="num_processes", type=int, default=2,
-                   help="worker processes for conversion, preprocessing and export (default: 2)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
+    add_device(p)
+    add_num_processes(p, help="worker processes for conversion, preprocessing and export (default: 2)")
+    add_tta(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in -o")
     p.set_defaults(func=_run)
 
 
@@ -55,5 +55,6 @@ def _run(args: argparse.Namespace) -> int:
     run_demo(DemoConfig(out=args.out, lesions=args.lesions, seed=args.seed, trainer=args.trainer,
                         rounds=args.rounds, epochs=args.epochs, iterations=args.iterations,
                         crop_size=args.crop_size, postprocess=args.postprocess,
-                        device=args.device, num_processes=args.num_processes, overwrite=args.overwrite))
+                        device=args.device, num_processes=args.num_processes, tta=args.tta,
+                        overwrite=args.overwrite))
     return 0

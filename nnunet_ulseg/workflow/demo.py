@@ -53,6 +53,8 @@ class DemoConfig:
     dataset_id: int = 501
     device: str | None = None
     num_processes: int = 2
+    #: mirroring TTA in the predictions (nnUNetv2_predict's default; ulseg demo --disable_tta)
+    tta: bool = True
     overwrite: bool = False
     echo: bool = True
 
@@ -117,7 +119,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
              "round 1 learns from the ellipses, each later round from p∩e with (p∪e)−(p∩e) ignored", 4)
     with _short_schedule(cfg.epochs, cfg.iterations):
         result = refine(exp.dataset_id, cfg.trainer, paths=exp.paths, echo=exp.echo, rounds=cfg.rounds,
-                        truth=sample, device=exp.device, num_processes=cfg.num_processes, fold=0)
+                        truth=sample, device=exp.device, num_processes=cfg.num_processes, fold=0, tta=cfg.tta)
     timings["train_refine"] = time.perf_counter() - t
     predictions = {r: result.work_dir / f"round{r}" / "test_predictions" for r in range(1, cfg.rounds + 1)}
 

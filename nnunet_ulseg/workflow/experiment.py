@@ -26,7 +26,7 @@ class Experiment:
     num_processes: int = 2
     echo: Callable[[str], None] | None = print
 
-    def backend(self, trainer: str = "", configuration: str = "2d", tta: bool | None = None):
+    def backend(self, trainer: str = "", configuration: str = "2d", tta: bool = True):
         """The command runner (shared with ``ulseg refine``) for ``trainer`` on this dataset's folders."""
         from nnunet_ulseg.refine.backend import NNUNetBackend
 
@@ -63,6 +63,6 @@ class Experiment:
         self.backend(trainer, configuration).train(self.dataset_name, fold)
 
     def predict(self, trainer: str, input_dir: Path, output_dir: Path, fold: int = 0,
-                configuration: str = "2d", tta: bool | None = None) -> None:
-        """``nnUNetv2_predict``; ``tta=None`` means mirroring TTA on CUDA only (it is 4x the work on a CPU)."""
+                configuration: str = "2d", tta: bool = True) -> None:
+        """``nnUNetv2_predict``; mirroring TTA unless ``tta`` is False (nnU-Net's default, ``--disable_tta``)."""
         self.backend(trainer, configuration, tta).predict(self.dataset_name, [fold], input_dir, output_dir)

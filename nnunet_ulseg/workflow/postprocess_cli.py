@@ -30,6 +30,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from nnunet_ulseg.cli_args import add_output_folder
+
 #: :data:`nnunet_ulseg.postprocess.MODES`, spelled out so that building the ``ulseg`` parser
 #: imports neither numpy nor scipy (a test checks that both agree).
 MODE_CHOICES = ("none", "mark", "mark-ellipse", "mark-grabcut")
@@ -191,8 +193,7 @@ def add_postprocess_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("-i", dest="input", type=Path, required=True, metavar="PRED_DIR",
                    help="folder of nnUNetv2_predict segmentations (<case>.mha, label 1 = lesion)")
-    p.add_argument("-o", dest="output", type=Path, required=True, metavar="OUT_DIR",
-                   help="output folder (created; must differ from -i)")
+    add_output_folder(p, dest="output", help="output folder (created; must differ from -i)")
     p.add_argument("--sidecar", type=Path, required=True, metavar="lesions.csv",
                    help="the converted dataset's lesions.csv (RECIST mark of each case in crop pixels)")
     p.add_argument("--mode", choices=MODE_CHOICES, default="mark",
