@@ -11,6 +11,10 @@ seconds) and saved to ``bench_weak.json`` as soon as it is scored; re-running wi
 
     python benchmarks/bench_weak.py --lesions 80 --epochs 20 --iterations 25
 
+Predictions run without test-time mirroring (``nnUNetv2_predict --disable_tta``, passed
+explicitly since TTA became the default everywhere else), so rows stay comparable with the
+earlier runs and the budget stays the training's.
+
 ``--profile cpu64`` is the equal-budget profile that converges on 2 CPU cores (issue 10):
 240 lesions converted to fixed 64 x 64 px crops (``--crop-size 64``), every trainer
 trained 40 epochs x 30 iterations (about 9 minutes per model on 2 cores).  Any explicit option overrides the profile's value.
@@ -59,8 +63,10 @@ def main() -> None:
     parser.add_argument("--postprocess", nargs="*", default=["mark"],
                         help="also score every model (and the ellipses) with these post-processing modes using "
                              "its RECIST mark (rows '<model> + <mode>'; default: mark)")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("-np", type=int, default=2)
+    parser.add_argument("-device", "--device", dest="device", choices=("cpu", "cuda", "mps"), default=None,
+                        help="torch device (default: cuda if available, else cpu); predictions always run with "
+                             "--disable_tta (no mirroring), as every earlier row")
+    parser.add_argument("-np", "--np", dest="np", type=int, default=2, help="worker processes (default: 2)")
     parser.add_argument("--keep", default=None, help="work folder to keep (default: a temp folder)")
     args = parser.parse_args()
     preset = {**DEFAULTS, **PROFILES.get(args.profile, {})}
@@ -108,7 +114,7 @@ def main() -> None:
         if not (exp.results(trainer) / "checkpoint_final.pth").exists():
             exp.train(trainer)
         if len(list(predictions(trainer).glob("*.mha"))) != n_test:
-            exp.predict(trainer, exp.raw / "imagesTs", predictions(trainer))
+            exp.predict(trainer, exp.raw / "imagesTs", predictions(trainer), tta=False)  # comparable rows
         return score_folder(predictions(trainer), sidecar, sample)
 
     def predictions(trainer: str) -> Path:
@@ -129,7 +135,7 @@ def main() -> None:
         # round 1 is the model trained above; with truth, refine predicts the test split every round
         options = {} if args.refine_postprocess == "none" else {"postprocess": args.refine_postprocess}
         result = refine(exp.dataset_id, best, paths=exp.paths, echo=None, rounds=args.refine_rounds, fold=0,
-                        truth=sample, device=exp.device, num_processes=args.np, **options)
+                        truth=sample, device=exp.device, num_processes=args.np, tta=False, **options)
         label = best if args.refine_postprocess == "none" else f"{best} (rounds: {args.refine_postprocess})"
         for r in range(1, args.refine_rounds + 1):
             pred = result.work_dir / f"round{r}" / "test_predictions"
