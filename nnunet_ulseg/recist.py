@@ -7,10 +7,11 @@ convert.
 
 * :func:`ellipse_params` / :func:`ellipse_mask` build the pseudo mask "fitted from four
   endpoints of its RECIST annotation" (AHRNet Sec. 2.2).
-* :func:`mask_axes` measures a binary mask the way ULS23 defines RECIST axes: the long
-  axis is the largest distance between two boundary points on the slice, the short axis
-  the longest extent perpendicular to it.  Both are measured in mm when a spacing is
-  given, so anisotropic pixels are handled.
+* :func:`mask_axes` measures the RECIST long and short axis of a binary mask under one of
+  two named conventions (:data:`AXIS_CONVENTIONS`): ``"uls23"``, ULS23's evaluator rule
+  between boundary pixel centres, and ``"edge"``, the extent of the mask's half-pixel
+  iso-line (outer pixel edges).  The two differ by about one pixel in every axis.  Both
+  are measured in mm when a spacing is given.
 """
 from __future__ import annotations
 
@@ -19,9 +20,19 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 #: Below this length (px) an axis is treated as zero-length.
 MIN_AXIS_PX = 1e-3
+
+#: The axis conventions of :func:`mask_axes`.  ``"uls23"``: ULS23's evaluator (boundary
+#: pixel centres, short axis within the first whole-degree tolerance of perpendicular);
+#: ``"edge"``: the mask's 0.5 iso-line (outer pixel edges, exact perpendicular extent).
+AXIS_CONVENTIONS = ("uls23", "edge")
+
+#: Boundary-point pairs per block in the ULS23 pair search (bounds memory to a few MB).
+_PAIR_BLOCK = 1 << 18
+_CROSS = ndimage.generate_binary_structure(2, 1)
 
 
 def parse_numbers(text: str, count: int, what: str = "field") -> np.ndarray:
@@ -195,9 +206,11 @@ def ellipse_mask(recist: Recist, shape: tuple[int, int]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MaskAxes:
-    """Long and short axis of a mask (ULS23 definition).
+    """Long and short axis of a mask under one of :data:`AXIS_CONVENTIONS`.
 
-    ``*_endpoints`` are ``(2, 2)`` ``[[x1, y1], [x2, y2]]`` in 0-based pixel coordinates;
+    ``*_endpoints`` are ``(2, 2)`` ``[[x1, y1], [x2, y2]]`` in 0-based pixel coordinates
+    (``CONVENTIONS.md``: pixel ``[r, c]`` has its centre at ``(c, r)``): boundary pixel
+    centres for ``"uls23"``, points on the half-pixel iso-line for ``"edge"``;
     ``*_mm`` use the spacing given to :func:`mask_axes`; ``*_px`` are the endpoints'
     distances in pixel units (equal to mm for unit spacing).
     """
@@ -206,6 +219,7 @@ class MaskAxes:
     short_endpoints: np.ndarray
     long_mm: float
     short_mm: float
+    convention: str = "edge"
 
     @property
     def long_px(self) -> float:
@@ -232,27 +246,78 @@ def boundary_polygons(mask: np.ndarray) -> list[np.ndarray]:
     return [c[:, ::-1] - 1.0 for c in find_contours(padded, 0.5)]
 
 
-def mask_axes(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> MaskAxes:
-    """RECIST long and short axis of a 2D binary mask (ULS23 definition).
+def mask_axes(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), convention: str = "edge") -> MaskAxes:
+    """RECIST long and short axis of a 2D binary mask under ``convention`` (:data:`AXIS_CONVENTIONS`).
 
-    Long axis: the largest distance, in mm, between two boundary points (taken on the
-    convex hull of the boundary).  Short axis: the largest extent of the boundary along a
-    line perpendicular to the long axis.  The extent function of the position along the
-    long axis is piecewise linear and its maxima lie at boundary vertices, so evaluating
-    it at every vertex's position is exact for the polygon.  All foreground pixels count;
-    callers wanting the largest component select it first.
+    All foreground pixels count; callers wanting the largest component select it first
+    (ULS23's evaluator keeps the largest 4-connected component of the slice; this
+    project's :func:`nnunet_ulseg.evaluation.metrics.largest_component` uses 8-connectivity).
 
-    Raises ``ValueError`` for an empty or non-2D mask or a non-positive spacing.
+    ``"uls23"`` — ULS23's evaluator (``long_and_short_axis_diameters`` in
+    DIAGNijmegen/ULS23, the rule behind its ``LongAxisErrorPercentage``/``ShortAxisErrorPercentage``):
+
+    * boundary pixels: foreground pixels with a 4-neighbour in the background, outside
+      the array counting as background (``mask - binary_erosion(mask)``); points are
+      their **centres**;
+    * long axis: the largest distance between two boundary pixels; on a tie the first
+      pair in row-major order of the first point, then of the second;
+    * short axis: among all pairs of boundary pixels whose connecting line makes an
+      angle ``a`` with the long axis, those with ``|a - 90°| < t`` for the smallest whole
+      number of degrees ``t >= 1`` that admits at least one pair, the longest (first on a
+      tie).  The short axis need not cross the long one.  On a pixel grid few pairs are
+      that close to perpendicular, so for small oblique lesions this is shorter than the
+      perpendicular width (a rasterised ellipse with semi-axes 20 and 8 px at 30° measures
+      13.9 px, against about 15 between centres);
+    * a single pixel measures 0 x 0.  When every boundary pixel lies on one line (a
+      one-pixel-wide bar), no pair is within 90° of perpendicular and ULS23's loop ends
+      by taking the long axis itself as the short axis; here the short axis is 0 (the
+      extent across the line between pixel centres), with both endpoints at the long
+      axis' first endpoint;
+    * ULS23 measures in voxels.  Here distances and angles are in mm with ``spacing``,
+      which for square pixels is ULS23's measurement times the pixel size (and leaves
+      its relative errors unchanged); for non-square pixels it is the physical one;
+    * ULS23 measures a 3D VOI slice by slice and keeps the slice with the longest long
+      axis; this function measures one slice.
+
+    A ``w x h`` pixel rectangle measures ``sqrt((w-1)² + (h-1)²)`` long; a disc of the
+    pixels within radius ``r`` of a pixel centre (``r`` an integer) ``2r x 2r``.
+
+    ``"edge"`` — the outer pixel edges:
+
+    * the boundary is the 0.5 iso-line of the mask (marching squares,
+      :func:`boundary_polygons`): it runs along the outer pixel edges on straight runs
+      and cuts every convex pixel corner diagonally through the two edge midpoints;
+    * long axis: the largest distance, in mm, between two boundary points (taken on the
+      convex hull of the boundary);
+    * short axis: the largest extent of the boundary along a line exactly perpendicular
+      to the long axis.  The extent function of the position along the long axis is
+      piecewise linear with its maxima at boundary vertices, so evaluating it at every
+      vertex's position is exact for the polygon;
+    * a single pixel measures 1 x 1 (the iso-line is a diamond), an ``n``-pixel bar
+      ``n x 1``, a ``w x h`` rectangle (``w >= h``) ``sqrt(w² + (h-1)²)`` long (the corner
+      cut costs half a pixel at each end; the pixel-corner polygon would give
+      ``sqrt(w² + h²)``), the disc above ``2r + 1`` long.
+
+    Raises ``ValueError`` for an empty or non-2D mask, a non-positive spacing or an
+    unknown convention.
     """
+    if convention not in AXIS_CONVENTIONS:
+        raise ValueError(f"mask_axes: convention must be one of {AXIS_CONVENTIONS}, got {convention!r}")
     mask = np.asarray(mask).astype(bool)
     if mask.ndim != 2:
         raise ValueError(f"mask_axes: expected a 2D mask, got shape {mask.shape}")
     if not mask.any():
         raise ValueError("mask_axes: empty mask")
     s = np.asarray(spacing, dtype=np.float64)[:2]
-    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+    if s.size != 2 or not np.all(np.isfinite(s)) or np.any(s <= 0):
         raise ValueError(f"mask_axes: spacing must be positive, got {tuple(spacing)}")
+    if convention == "uls23":
+        return _axes_uls23(mask, s)
+    return _axes_edge(mask, s)
 
+
+def _axes_edge(mask: np.ndarray, s: np.ndarray) -> MaskAxes:
+    """The ``"edge"`` convention of :func:`mask_axes` (half-pixel iso-line, exact perpendicular extent)."""
     polygons = [p * s for p in boundary_polygons(mask)]
     points = np.concatenate(polygons, axis=0)
     hull = _hull_points(points)
@@ -284,7 +349,75 @@ def mask_axes(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> MaskAx
         if extent[k] > best_len:
             best_len, best_t, best_w = float(extent[k]), float(chunk[k]), (float(w_min[k]), float(w_max[k]))
     short_mm_pts = np.array([best_t * d + best_w[0] * n, best_t * d + best_w[1] * n])
-    return MaskAxes(long_mm_pts / s, short_mm_pts / s, long_mm, max(best_len, 0.0))
+    return MaskAxes(long_mm_pts / s, short_mm_pts / s, long_mm, max(best_len, 0.0), "edge")
+
+
+def _axes_uls23(mask: np.ndarray, s: np.ndarray) -> MaskAxes:
+    """The ``"uls23"`` convention of :func:`mask_axes` (ULS23's evaluator rule, pixel centres)."""
+    boundary = mask & ~ndimage.binary_erosion(mask, structure=_CROSS, border_value=0)
+    rows, cols = np.nonzero(boundary)  # row-major, the order of ULS23's np.argwhere
+    px = np.stack([cols, rows], axis=1).astype(np.float64)  # (x, y) pixel centres
+    n = len(px)
+    if n == 1:
+        return MaskAxes(px[[0, 0]], px[[0, 0]], 0.0, 0.0, "uls23")
+    # Squared lengths as dx² + r dy² with r = (sy/sx)²: exact integers for square pixels,
+    # so ties break as in ULS23's integer voxel grid.
+    ratio = (s[1] / s[0]) ** 2
+    i, j, d2 = _first_max_pair(px, lambda dx, dy: dx * dx + ratio * dy * dy, None)
+    p1, p2 = px[i], px[j]
+    long_mm = float(math.sqrt(d2) * s[0])
+    u = (p2 - p1) * s
+    if _collinear(px):
+        return MaskAxes(np.stack([p1, p2]), np.stack([p1, p1]), long_mm, 0.0, "uls23")
+
+    def deviation(dx, dy):
+        vx, vy = dx * s[0], dy * s[1]
+        with np.errstate(invalid="ignore", divide="ignore"):  # i == j pairs, never admitted
+            cos = (vx * u[0] + vy * u[1]) / (np.hypot(vx, vy) * math.hypot(u[0], u[1]))
+        return np.abs(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) - 90.0)
+
+    min_dev = _min_over_pairs(px, deviation)
+    tolerance = math.floor(min_dev) + 1  # ULS23 widens 0, 1, 2, ... degrees until a pair is within
+    i, j, d2 = _first_max_pair(px, lambda dx, dy: dx * dx + ratio * dy * dy,
+                               lambda dx, dy: deviation(dx, dy) < tolerance)
+    return MaskAxes(np.stack([p1, p2]), np.stack([px[i], px[j]]), long_mm, float(math.sqrt(d2) * s[0]), "uls23")
+
+
+def _pair_blocks(px: np.ndarray):
+    """Yield ``(i0, dx, dy, upper)`` for row blocks ``i0..`` of all point pairs, ``upper`` marking ``j > i``."""
+    n = len(px)
+    rows = max(1, _PAIR_BLOCK // n)
+    cols = np.arange(n)
+    for i0 in range(0, n, rows):
+        i1 = min(n, i0 + rows)
+        dx = px[None, :, 0] - px[i0:i1, None, 0]
+        dy = px[None, :, 1] - px[i0:i1, None, 1]
+        yield i0, dx, dy, cols[None, :] > np.arange(i0, i1)[:, None]
+
+
+def _first_max_pair(px: np.ndarray, score, admit) -> tuple[int, int, float]:
+    """The pair ``i < j`` with the largest ``score`` among those ``admit`` accepts; the first in row-major order on a tie."""
+    best = (-1, -1, -np.inf)
+    for i0, dx, dy, upper in _pair_blocks(px):
+        keep = upper if admit is None else upper & admit(dx, dy)
+        val = np.where(keep, score(dx, dy), -np.inf)
+        k = int(np.argmax(val))
+        r, c = divmod(k, val.shape[1])
+        if val[r, c] > best[2]:
+            best = (i0 + r, c, float(val[r, c]))
+    return best
+
+
+def _min_over_pairs(px: np.ndarray, value) -> float:
+    """Smallest ``value(dx, dy)`` over all pairs ``i < j``."""
+    return min(float(np.where(upper, value(dx, dy), np.inf).min()) for _, dx, dy, upper in _pair_blocks(px))
+
+
+def _collinear(px: np.ndarray) -> bool:
+    """True when all points lie on one line (exact for integer pixel coordinates)."""
+    d = px - px[0]
+    far = d[int(np.argmax(np.abs(d).sum(axis=1)))]
+    return bool(np.all(far[0] * d[:, 1] - far[1] * d[:, 0] == 0))
 
 
 def symmetric_error(pred: float, ref: float) -> float:

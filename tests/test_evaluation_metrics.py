@@ -39,26 +39,48 @@ def test_largest_component_counts_8_connected_and_breaks_ties_in_raster_order():
     assert n == 0 and not empty.any()
 
 
-def test_rectangle_axes_by_hand_isotropic_and_anisotropic():
+def test_rectangle_axes_by_hand_isotropic_and_anisotropic_edge_convention():
     # 10 x 4 px rectangle: the 0.5 iso-line cuts the corners, so the farthest boundary points are the
     # chamfer vertices (-0.5, 0) and (9.5, 3) -> sqrt(10² + 3²); the perpendicular chord spans the
     # 4 px height: 4 / cos = 4 * sqrt(109) / 10
     m = box((12, 16), 3, 2, 4, 10)
-    r = measure_mask(m, (1.0, 1.0))
+    r = measure_mask(m, (1.0, 1.0), "edge")
     assert r.long_mm == pytest.approx(math.sqrt(109))
     assert r.short_mm == pytest.approx(0.4 * math.sqrt(109))
-    assert r.area_mm2 == 40 and r.components == 1
+    assert r.area_mm2 == 40 and r.components == 1 and r.convention == "edge"
     # sx = 0.5, sy = 2: in mm the rectangle is 5 x 8; farthest chamfer vertices (0, -1), (4.5, 7)
-    r = measure_mask(m, (0.5, 2.0))
+    r = measure_mask(m, (0.5, 2.0), "edge")
     assert r.long_mm == pytest.approx(math.sqrt(4.5 ** 2 + 8 ** 2))
     assert r.short_mm == pytest.approx(5 * math.sqrt(84.25) / 8)
     assert r.area_mm2 == pytest.approx(40.0)
 
 
-def test_ellipse_and_rotated_shape_axes():
+def test_rectangle_axes_by_hand_uls23_convention_is_the_default():
+    # the same 10 x 4 rectangle between boundary pixel centres: corners (2, 3) and (11, 6) -> sqrt(9² + 3²);
+    # (-1, 3) is exactly perpendicular to (9, 3) and joins boundary pixels (3, 3) and (2, 6): sqrt(10)
+    m = box((12, 16), 3, 2, 4, 10)
+    r = measure_mask(m, (1.0, 1.0))
+    assert r.convention == "uls23"
+    assert r.long_mm == pytest.approx(math.sqrt(90)) and r.short_mm == pytest.approx(math.sqrt(10))
+    np.testing.assert_allclose(r.long_endpoints, [[2, 3], [11, 6]])
+    np.testing.assert_allclose(r.short_endpoints, [[3, 3], [2, 6]])
+    # sx = 0.5, sy = 2: the centres span 4.5 x 6 mm -> long sqrt(4.5² + 6²) = 7.5.  Exactly perpendicular
+    # would need 16/3 columns per row; the best pair step is (-5, 1) px = (-2.5, 2) mm, 1.79 degrees off
+    # (e.g. boundary pixels (7, 3) and (2, 4)), so ULS23's tolerance widens to 2 degrees, which admits
+    # nothing else (the next best, (-9, 2) px, is 4.76 degrees off)
+    r = measure_mask(m, (0.5, 2.0))
+    assert r.long_mm == pytest.approx(7.5)
+    assert r.short_mm == pytest.approx(math.hypot(2.5, 2.0))
+    with pytest.raises(ValueError, match="convention"):
+        measure_mask(m, (1.0, 1.0), "centre")
+
+
+def test_ellipse_and_rotated_shape_axes_edge_convention():
     # rasterised ellipse, semi-axes 20 and 8 px at 30 degrees: axes within a pixel of 40 and 16
+    # (ULS23's 1-degree perpendicular tolerance gives 13.9 for this one: tests/test_recist.py)
+    convention = "edge"
     e = rasterize_ellipse(Ellipse(40, 40, 20, 8, math.radians(30)), (80, 80))
-    r = measure_mask(e, (1.0, 1.0))
+    r = measure_mask(e, (1.0, 1.0), convention)
     assert r.long_mm == pytest.approx(40, abs=1.0)
     assert r.short_mm == pytest.approx(16, abs=1.0)
     assert r.area_mm2 == pytest.approx(math.pi * 20 * 8, rel=0.03)
@@ -68,13 +90,13 @@ def test_ellipse_and_rotated_shape_axes():
     c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
     u, v = x * c + y * s, -x * s + y * c
     aniso = (u / 20) ** 2 + (v / 8) ** 2 <= 1
-    r = measure_mask(aniso, (0.5, 1.0))
+    r = measure_mask(aniso, (0.5, 1.0), convention)
     assert r.long_mm == pytest.approx(40, abs=1.0)
     assert r.short_mm == pytest.approx(16, abs=1.0)
     # rotated 20 x 6 rectangle (45 degrees): long axis = its diagonal sqrt(436) within a pixel
     u, v = (xs - 60) * 0.7071 + (ys - 30) * 0.7071, -(xs - 60) * 0.7071 + (ys - 30) * 0.7071
     rot = (np.abs(u) <= 10) & (np.abs(v) <= 3)
-    r = measure_mask(rot, (1.0, 1.0))
+    r = measure_mask(rot, (1.0, 1.0), convention)
     assert r.long_mm == pytest.approx(math.sqrt(20 ** 2 + 6 ** 2), abs=1.0)
     assert r.short_mm == pytest.approx(6 * math.sqrt(436) / 20, abs=1.0)
 
@@ -82,7 +104,7 @@ def test_ellipse_and_rotated_shape_axes():
 def test_measure_uses_largest_component_and_reports_count():
     m = box((30, 30), 3, 2, 4, 10) | box((30, 30), 20, 20, 2, 2)
     r = measure_mask(m, (0.5, 2.0))
-    only = mask_axes(box((30, 30), 3, 2, 4, 10), (0.5, 2.0))
+    only = mask_axes(box((30, 30), 3, 2, 4, 10), (0.5, 2.0), convention="uls23")
     assert r.components == 2
     assert r.long_mm == pytest.approx(only.long_mm) and r.short_mm == pytest.approx(only.short_mm)
     assert r.area_mm2 == pytest.approx(40.0) and r.total_area_mm2 == pytest.approx(44.0)
@@ -107,11 +129,25 @@ def test_offset_squares_full_record():
     assert m.dice == m.precision == m.recall == 0.5
     assert m.vs == 1.0
     assert (m.avg_hd_mm, m.hd95_mm, m.hd_mm) == (1.0, 2.0, 2.0)
-    # 4x4 squares: chamfer vertices (-0.5, 0) and (3.5, 3) are 5 apart; the short axis is 5 too
-    assert m.pred_long_mm == pytest.approx(5.0) and m.ref_long_mm == pytest.approx(5.0)
+    # each directed set is 4 x 0, 4 x 1, 4 x 2: linear 95th percentile at position 10.45 -> 2
+    assert m.hd95_max_directed_mm == 2.0
+    # all pixels: 4 at 2, 4 at 1, 8 inside the other square -> (8 + 4) / 16 both ways
+    assert m.avd_mm == m.avd_mean_mm == 0.75
+    # 4x4 squares, ULS23: corner centres sqrt(3² + 3²) apart, the other diagonal is the short axis
+    assert m.pred_long_mm == pytest.approx(3 * math.sqrt(2)) and m.ref_short_mm == pytest.approx(3 * math.sqrt(2))
+    # edge: chamfer vertices (-0.5, 0) and (3.5, 3) are 5 apart; the short axis is 5 too
+    assert m.pred_long_edge_mm == pytest.approx(5.0) and m.ref_long_edge_mm == pytest.approx(5.0)
+    assert m.pred_short_edge_mm == pytest.approx(5.0)
     assert m.long_err == pytest.approx(0.0) and m.short_err == pytest.approx(0.0)
+    assert m.long_err_edge == pytest.approx(0.0) and m.short_err_edge == pytest.approx(0.0)
+    # against the mark: the edge convention by default (5 vs 10 and 5 vs 5) ...
     assert m.pred_long_err_recist == pytest.approx(5 / 15)
     assert m.pred_short_err_recist == pytest.approx(0.0)
+    # ... or ULS23's when the marks were derived with it
+    u = lesion_metrics(a, b, (1.0, 1.0), 10.0, 5.0, recist_convention="uls23")
+    assert u.pred_long_err_recist == pytest.approx((10 - 3 * math.sqrt(2)) / (10 + 3 * math.sqrt(2)))
+    with pytest.raises(ValueError, match="recist_convention"):
+        lesion_metrics(a, b, (1.0, 1.0), recist_convention="centres")
     assert m.pred_components == m.ref_components == 1
     assert m.pred_area_mm2 == 16
     assert set(m.as_dict()) == {f for f in LesionMetrics.__dataclass_fields__}
@@ -134,13 +170,25 @@ def test_empty_prediction_reference_and_both():
     m = lesion_metrics(empty, ref, (1, 1), 4.0, 3.0)
     assert m.pred_empty and not m.ref_empty
     assert m.dice == 0.0 and m.recall == 0.0 and math.isnan(m.precision) and m.vs == 0.0
-    assert math.isnan(m.avg_hd_mm) and math.isnan(m.hd95_mm)
+    assert math.isnan(m.avg_hd_mm) and math.isnan(m.hd95_mm) and math.isnan(m.hd95_max_directed_mm)
+    assert math.isnan(m.avd_mm) and math.isnan(m.avd_mean_mm)
     assert math.isnan(m.pred_long_mm) and math.isnan(m.long_err) and m.pred_components == 0
+    assert math.isnan(m.pred_long_edge_mm) and math.isnan(m.long_err_edge)
     assert math.isfinite(m.ref_long_mm) and math.isfinite(m.ref_long_err_recist)
     m = lesion_metrics(ref, empty, (1, 1))
     assert m.ref_empty and m.dice == 0.0 and math.isnan(m.recall) and math.isnan(m.hd_mm)
     m = lesion_metrics(empty, empty, (1, 1))
     assert m.dice == 1.0 and m.vs == 1.0 and math.isnan(m.avg_hd_mm) and math.isnan(m.long_err)
+
+
+def test_axis_conventions_differ_by_about_a_pixel_on_a_disc():
+    # pixels within 6 px of (10, 10): ULS23 measures 12 x 12 between centres, the edge convention 13 x 13,
+    # so a 1-px-too-small prediction scores 0 error under one convention and not under the other
+    yy, xx = np.mgrid[0:21, 0:21]
+    ref = (yy - 10) ** 2 + (xx - 10) ** 2 <= 36
+    m = lesion_metrics(ref, ref, (0.8, 0.8))
+    assert (m.ref_long_mm, m.ref_short_mm) == (pytest.approx(9.6), pytest.approx(9.6))
+    assert (m.ref_long_edge_mm, m.ref_short_edge_mm) == (pytest.approx(10.4), pytest.approx(10.4))
 
 
 def test_several_components_and_border_touching():
