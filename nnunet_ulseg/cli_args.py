@@ -53,10 +53,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def _get_option_tuples(self, option_string: str):
         # Called by argparse only for arguments that are neither a defined option nor
-        # "<defined option>=value": for a single-dash word the stock method would return
-        # "short option + attached value" or a prefix match; we return no interpretation.
+        # "<defined option>=value".  For a single-dash word the stock method returns "short
+        # option + attached value" or a prefix match; here there is no interpretation.  When
+        # the word looks like one of this parser's options (its first two characters are one,
+        # or it is the start of one) it is an error right away, so the user reads about the
+        # misspelt option and not about a required option it seemed to give.
         if len(option_string) > 1 and option_string[0] in self.prefix_chars \
                 and option_string[1] not in self.prefix_chars:
+            word = option_string.split("=", 1)[0]
+            if any(o == word[:2] or o.startswith(word) for o in self._option_string_actions):
+                self.error(_unrecognized([option_string], self.prog))
             return []
         return super()._get_option_tuples(option_string)
 
@@ -65,13 +71,15 @@ class ArgumentParser(argparse.ArgumentParser):
         if extras:
             options = [a for a in extras if a[:1] in self.prefix_chars and len(a) > 1]
             command = getattr(parsed, "command", None)
-            where = f"{self.prog} {command}" if command else self.prog
             if options:
-                self.error(f"unrecognized option{'s' if len(options) > 1 else ''} {' '.join(options)} "
-                           f"(single-dash options are nnU-Net's full words, with the value after a space or '=', "
-                           f"e.g. -device cpu; see '{where} -h')")
+                self.error(_unrecognized(options, f"{self.prog} {command}" if command else self.prog))
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         return parsed
+
+
+def _unrecognized(options: Sequence[str], prog: str) -> str:
+    return (f"unrecognized option{'s' if len(options) > 1 else ''} {' '.join(options)} (single-dash options are "
+            f"nnU-Net's full words, with the value after a space or '=', e.g. -device cpu; see '{prog} -h')")
 
 
 def fold(value: str) -> int | str:
