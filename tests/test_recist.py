@@ -189,3 +189,141 @@ def test_symmetric_error():
     assert symmetric_error(12, 8) == pytest.approx(0.2)
     assert symmetric_error(0, 0) == 0
     assert symmetric_error(0, 5) == 1
+
+
+# --- axis conventions -------------------------------------------------------------------------
+
+
+def rect(w, h, r0=3, c0=4):
+    m = np.zeros((h + 8, w + 9), bool)
+    m[r0:r0 + h, c0:c0 + w] = True
+    return m
+
+
+@pytest.mark.parametrize("w, h", [(5, 3), (10, 4), (7, 7), (3, 9), (2, 2)])
+def test_rectangle_long_axis_under_both_conventions(w, h):
+    # uls23: the corner pixel centres, sqrt((w-1)² + (h-1)²) apart, first pair in row-major order:
+    # top-left then bottom-right.  edge: the iso-line's chamfer vertices, sqrt(max² + (min-1)²)
+    u = mask_axes(rect(w, h), convention="uls23")
+    assert u.long_mm == pytest.approx(math.hypot(w - 1, h - 1)) and u.convention == "uls23"
+    np.testing.assert_allclose(u.long_endpoints, [[4, 3], [4 + w - 1, 3 + h - 1]])
+    e = mask_axes(rect(w, h), convention="edge")
+    assert e.long_mm == pytest.approx(math.hypot(max(w, h), min(w, h) - 1)) and e.convention == "edge"
+    assert e.long_mm - u.long_mm == pytest.approx(1.0, abs=0.3)  # "about one pixel"
+
+
+def test_rectangle_short_axis_uls23_by_hand():
+    # 5 x 3: long (0,0)->(4,2) relative; (-1, 2) is exactly perpendicular and joins boundary pixels
+    # (x 5, y 3) and (x 4, y 5): sqrt(5).  Square: the other diagonal
+    u = mask_axes(rect(5, 3), convention="uls23")
+    assert u.short_mm == pytest.approx(math.sqrt(5))
+    np.testing.assert_allclose(u.short_endpoints, [[5, 3], [4, 5]])
+    assert mask_axes(rect(7, 7), convention="uls23").short_mm == pytest.approx(6 * math.sqrt(2))
+    # 10 x 2 bar: long (0,0)->(9,1); no pair is within 6 degrees of perpendicular, the best is the
+    # vertical step (0, 1) at 90 - atan(9) = 6.34 degrees, so ULS23's tolerance widens to 7 degrees
+    u = mask_axes(rect(10, 2), convention="uls23")
+    assert u.long_mm == pytest.approx(math.sqrt(82)) and u.short_mm == pytest.approx(1.0)
+
+
+def test_degenerate_masks_under_both_conventions():
+    one = rect(1, 1)
+    u, e = mask_axes(one, convention="uls23"), mask_axes(one, convention="edge")
+    assert (u.long_mm, u.short_mm) == (0.0, 0.0) and (e.long_mm, e.short_mm) == (1.0, 1.0)
+    np.testing.assert_allclose(u.long_endpoints, [[4, 3], [4, 3]])
+    # one-pixel-wide bar: n - 1 x 0 between centres (ULS23's loop would return the long axis as the
+    # short one there), n x 1 between edges; also along a diagonal
+    u, e = mask_axes(rect(6, 1), convention="uls23"), mask_axes(rect(6, 1), convention="edge")
+    assert (u.long_mm, u.short_mm) == (5.0, 0.0) and (e.long_mm, e.short_mm) == (6.0, 1.0)
+    diag = np.eye(6, dtype=bool)
+    u = mask_axes(diag, convention="uls23")
+    assert u.long_mm == pytest.approx(5 * math.sqrt(2)) and u.short_mm == 0.0
+    with pytest.raises(ValueError, match="convention"):
+        mask_axes(one, convention="centre")
+
+
+def test_disc_under_both_conventions():
+    # the pixels within 6 px of a pixel centre: boundary centres at +-6 on both axes -> 12 x 12;
+    # the iso-line reaches 6.5 there -> 13 x 13
+    yy, xx = np.mgrid[0:21, 0:21]
+    disc = (yy - 10) ** 2 + (xx - 10) ** 2 <= 36
+    u, e = mask_axes(disc, convention="uls23"), mask_axes(disc, convention="edge")
+    assert (u.long_mm, u.short_mm) == (pytest.approx(12.0), pytest.approx(12.0))
+    assert (e.long_mm, e.short_mm) == (pytest.approx(13.0), pytest.approx(13.0))
+    np.testing.assert_allclose(u.long_endpoints, [[10, 4], [10, 16]])  # first boundary pixel is the top one
+    np.testing.assert_allclose(sorted(u.short_endpoints[:, 0]), [4, 16])
+
+
+def uls23_reference(mask):
+    """ULS23's per-slice rule re-implemented plainly (brute force, in (row, col) voxel space).
+
+    Boundary = mask minus its 4-connected erosion; long axis = first farthest pair over all ordered
+    pairs; short axis = longest pair within the smallest whole-degree tolerance ``|angle - 90| < t``
+    (t = 0, 1, 2, ...) that admits one.  Returns lengths and (x, y) endpoints.
+    """
+    import itertools
+
+    from scipy.ndimage import binary_erosion
+
+    pts = np.argwhere(mask & ~binary_erosion(mask)).astype(float)
+    best, p1, p2 = 0.0, pts[0], pts[0]
+    for a in pts:
+        for b in pts:
+            d = float(np.linalg.norm(a - b))
+            if d > best:
+                best, p1, p2 = d, a, b
+    v1 = p2 - p1
+    tol, short, ends = 0, 0.0, None
+    while ends is None:
+        for a, b in itertools.combinations(pts, 2):
+            v2 = b - a
+            cos = np.clip(v1 @ v2 / (np.linalg.norm(v1) * np.linalg.norm(v2)), -1, 1)
+            if abs(math.degrees(math.acos(cos)) - 90) < tol and np.linalg.norm(v2) > short:
+                short, ends = float(np.linalg.norm(v2)), (a, b)
+        tol += 1
+    xy = lambda p: p[::-1]  # noqa: E731
+    return best, short, np.array([xy(p1), xy(p2)]), np.array([xy(ends[0]), xy(ends[1])])
+
+
+def test_uls23_convention_matches_a_plain_reimplementation_of_uls23s_rule():
+    rng = np.random.default_rng(11)
+    from scipy import ndimage
+
+    shapes = [rasterize_ellipse(Ellipse(20, 20, 12, 5, math.radians(30)), (40, 40))]
+    for _ in range(4):
+        noise = ndimage.gaussian_filter(rng.random((30, 32)), 2.5)
+        blob = noise > np.percentile(noise, 60)  # irregular, concave blobs of ~100-300 px
+        lab, n = ndimage.label(blob)
+        if n:
+            shapes.append(lab == 1 + int(np.argmax(np.bincount(lab.ravel())[1:])))
+    shapes.append(rect(10, 2))
+    for m in shapes:
+        long_px, short_px, long_pts, short_pts = uls23_reference(m)
+        ax = mask_axes(m, convention="uls23")
+        assert ax.long_mm == pytest.approx(long_px) and ax.short_mm == pytest.approx(short_px)
+        np.testing.assert_allclose(ax.long_endpoints, long_pts)
+        np.testing.assert_allclose(ax.short_endpoints, short_pts)
+        # square pixels of 0.8 mm: the same pairs, lengths scaled
+        mm = mask_axes(m, (0.8, 0.8), convention="uls23")
+        assert (mm.long_mm, mm.short_mm) == (pytest.approx(0.8 * long_px), pytest.approx(0.8 * short_px))
+        np.testing.assert_allclose(mm.long_endpoints, long_pts)
+
+
+def test_uls23_short_axis_of_an_oblique_ellipse_is_limited_by_the_tolerance():
+    # semi-axes 20 and 8 px at 30 degrees: ~15 px between boundary centres across the minor axis, but
+    # no boundary pair that long is within 1 degree of perpendicular to the long axis
+    e = rasterize_ellipse(Ellipse(40, 40, 20, 8, math.radians(30)), (80, 80))
+    u, ed = mask_axes(e, convention="uls23"), mask_axes(e, convention="edge")
+    assert u.short_mm == pytest.approx(13.8924, abs=1e-3) and ed.short_mm == pytest.approx(16, abs=1.0)
+    assert u.long_mm == pytest.approx(39.446, abs=1e-3)
+
+
+def test_uls23_endpoints_give_a_recist_mark_in_pixel_coordinates():
+    # the call a converter makes: endpoints are 0-based (x, y) pixel centres, long then short
+    r = Recist.from_points([20, 40, 100, 60, 55, 30, 65, 70])
+    m = ellipse_mask(r, (100, 128))
+    ax = mask_axes(m, (0.7, 0.7), convention="uls23")
+    mark = ax.as_recist()
+    assert mark.long_length * 0.7 == pytest.approx(ax.long_mm)
+    assert np.all(m[ax.long_endpoints[:, 1].astype(int), ax.long_endpoints[:, 0].astype(int)])
+    assert np.all(m[ax.short_endpoints[:, 1].astype(int), ax.short_endpoints[:, 0].astype(int)])
+    assert mark.long_length == pytest.approx(r.long_length, abs=1.5)
