@@ -13,6 +13,21 @@ def test_trainers_dir_is_the_repo_folder_and_overridable(tmp_path, monkeypatch):
         trainers_dir()
 
 
+def test_trainers_path_command_prints_the_folder_ulseg_uses(tmp_path, monkeypatch, capsys):
+    from nnunet_ulseg.cli import main
+
+    monkeypatch.delenv("ULSEG_TRAINERS_DIR", raising=False)
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    assert main(["trainers-path"]) == 0
+    assert capsys.readouterr().out.strip() == str(trainers_dir())
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "nnUNetTrainerAHRNet.py").write_text("")
+    monkeypatch.setenv("nnUNet_extTrainer", str(copy))
+    assert main(["trainers-path"]) == 0 and capsys.readouterr().out.strip() == str(copy)
+    assert main(["trainers-path", "--installed"]) == 0 and capsys.readouterr().out.strip() == str(trainers_dir({}))
+
+
 def test_environ_sets_nnunet_variables_and_keeps_user_trainers(tmp_path):
     paths = NNUNetPaths.under(tmp_path).create()
     env = paths.environ({"nnUNet_extTrainer": "/user/trainers", "PATH": "/bin"})
