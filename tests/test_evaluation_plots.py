@@ -8,11 +8,15 @@ import pytest  # noqa: E402
 from matplotlib.image import imread  # noqa: E402
 
 from nnunet_ulseg.evaluation.plots import (  # noqa: E402
+    PRED_COLOUR,
+    REF_COLOUR,
     GalleryPanel,
     dice_survival,
     pick_cases,
     plot_dice_cumulative,
     plot_gallery,
+    scale_bar_mm,
+    shared_cases,
     window_image,
 )
 
@@ -60,19 +64,41 @@ def test_dice_cumulative_png(tmp_path):
         plot_dice_cumulative({}, tmp_path / "e.png")
 
 
-def test_gallery_png_has_green_reference_and_red_prediction(tmp_path):
+def colour_pixels(img, hex_colour: str, tol: float = 0.12) -> np.ndarray:
+    rgb = np.array([int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return (np.abs(img - rgb) < tol).all(axis=-1)
+
+
+def test_gallery_png_has_colour_blind_safe_contours_and_a_scale_bar(tmp_path):
     yy, xx = np.mgrid[0:64, 0:64]
     ref = (yy - 32) ** 2 + (xx - 32) ** 2 <= 15 ** 2
     pred = (yy - 36) ** 2 + (xx - 30) ** 2 <= 12 ** 2
     ct = np.where(ref, 60, -50).astype(np.int16) + (xx % 7).astype(np.int16)
     recist = np.array([[17, 32], [47, 32], [32, 17], [32, 47]], float)
-    panels = {"model": [GalleryPanel("best: c1", pred, ref, 0.81, ct, (-175, 275), recist),
+    panels = {"model": [GalleryPanel("best: c1", pred, ref, 0.81, ct, (-175, 275), recist, spacing=0.5),
                         GalleryPanel("worst: c2", np.zeros_like(ref), ref, 0.0, None)]}
     img = load_rgb(plot_gallery(panels, tmp_path / "g.png"))
     assert img.shape[:2] == (325, 600)  # 3.0 in x 2 panels wide, 3.25 in high, 100 dpi
     assert_not_blank(img)
-    green = (img[..., 1] > 0.8) & (img[..., 0] < 0.3) & (img[..., 2] < 0.3)
-    red = (img[..., 0] > 0.8) & (img[..., 1] < 0.3) & (img[..., 2] < 0.3)
-    assert green.sum() > 50 and red.sum() > 50
+    # Okabe-Ito sky blue (reference) and orange (prediction)
+    assert REF_COLOUR == "#56B4E9" and PRED_COLOUR == "#E69F00"
+    assert colour_pixels(img, REF_COLOUR).sum() > 50 and colour_pixels(img, PRED_COLOUR).sum() > 50
+    # the orange prediction is only in the first panel (the second one's prediction is empty)
+    assert colour_pixels(img[:, 300:], PRED_COLOUR).sum() == 0
     with pytest.raises(ValueError):
         plot_gallery({"model": []}, tmp_path / "none.png")
+
+
+def test_scale_bar_length():
+    assert scale_bar_mm(64, 0.5) == 5.0  # a quarter of 64 px at 0.5 mm is 8 mm: 5 mm fits, 10 mm does not
+    assert scale_bar_mm(200, 0.8) == 20.0
+    assert scale_bar_mm(2, 1.0) is None and scale_bar_mm(64, float("nan")) is None
+
+
+def test_shared_cases_are_the_same_lesions_for_every_folder():
+    a = [{"case": c, "dice": d} for c, d in [("x", 0.9), ("y", 0.5), ("z", 0.7), ("w", 0.1)]]
+    b = [{"case": c, "dice": d} for c, d in [("x", 0.3), ("y", 0.6), ("z", 0.8)]]  # w missing in b
+    # means over both folders, lesions scored by both: x 0.6, y 0.55, z 0.75
+    assert shared_cases({"a": a, "b": b}) == [("best", "z"), ("median", "x"), ("worst", "y")]
+    assert shared_cases({"a": a}) == [("best", "x"), ("median", "y"), ("worst", "w")]
+    assert shared_cases({"a": [], "b": []}) == []

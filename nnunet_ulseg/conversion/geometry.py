@@ -169,3 +169,33 @@ def paste_back_mask(crop_mask: np.ndarray, box: CropBox, image_shape: tuple[int,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         return out.astype(bool) if crop_mask.dtype == bool else out
     raise ValueError(f"interpolation must be 'linear' or 'nearest', got {interpolation!r}")
+
+
+def slice_to_crop_mask(mask: np.ndarray, box: CropBox) -> np.ndarray:
+    """A key-slice mask cut to ``box``'s crop (``size x size`` uint8, nearest neighbour, 0 outside the slice).
+
+    The inverse of :func:`paste_back_mask` ``nearest``: the same ``warpAffine`` mapping the
+    converter uses for the CT crop (:func:`crop_to_slice_matrix`), so a reference cut with
+    it lies exactly on the crop.  Lossy for every scale but 1: only the evaluation's
+    crop-geometry reference path (``write_reference_crops``) uses it.
+    """
+    src = np.ascontiguousarray(np.asarray(mask).astype(np.uint8))
+    return cv2.warpAffine(src, crop_to_slice_matrix(box), (box.size, box.size),
+                          flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def paste_back_image(crop: np.ndarray, box: CropBox, image_shape: tuple[int, int],
+                     fill: float = float(PAD_HU)) -> np.ndarray:
+    """A crop-geometry image (e.g. the CT crop in HU) resampled bilinearly onto the ``(H, W)`` key slice (float32).
+
+    Pixels outside the crop box get ``fill``.  For display only (the evaluation gallery draws
+    the CT under contours in key-slice geometry, where the metrics are computed).
+    """
+    crop = np.asarray(crop, dtype=np.float32)
+    if crop.shape != (box.size, box.size):
+        raise ValueError(f"crop image shape {crop.shape} does not match the crop size {box.size}")
+    h, w = int(image_shape[0]), int(image_shape[1])
+    return cv2.warpAffine(crop, slice_to_crop_matrix(box), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
+

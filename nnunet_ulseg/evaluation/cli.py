@@ -41,7 +41,13 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pred", type=Path, nargs="+", required=True, metavar="DIR",
                    help="one or more prediction folders of <case>.mha crops (label 1 = lesion)")
     p.add_argument("--ref", type=Path, required=True, metavar="DIR",
-                   help="reference folder of <case>.mha crops (label 1 = lesion, others background)")
+                   help="reference folder: key-slice PNGs named like DeepLesion (<pp>_<ss>_<se>/<slice>.png or "
+                        "<File_name>), NIfTI/MHA (<case>.nii.gz ...; 3D: z = key_slice), ULS23 VOIs "
+                        "(<File_name>), a make-sample folder (masks.csv) or <case>.mha crops; scored in key-slice "
+                        "geometry")
+    p.add_argument("--ref-format", choices=("auto", "crop", "png", "volume", "uls23", "sample"), default="auto",
+                   help="kind of --ref folder (default: auto, detected from its files); crop = crop-geometry "
+                        "<case>.mha pasted back like the predictions (lossy)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.add_argument("--names", nargs="+", metavar="NAME", help="display names of the prediction folders")
     p.add_argument("--images", type=Path, metavar="DIR",
@@ -79,7 +85,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_folders(args.pred, args.ref, args.sidecar, args.out, names=args.names, split=args.split,
                               images_dir=args.images, allow_missing=args.allow_missing,
                               interpolation=args.interpolation, file_ending=args.file_ending,
-                              plots=not args.no_plots, postprocess=args.postprocess)
+                              plots=not args.no_plots, postprocess=args.postprocess,
+                              ref_format=args.ref_format)
     print(result.table)
     print(f"\nwrote {', '.join(str(p) for p in result.files.values())}")
     return 0

@@ -1,12 +1,22 @@
 """``ulseg evaluate``: score prediction folders against reference masks, per lesion, in mm.
 
 Inputs are crop-geometry label files as nnU-Net writes them (``<case>.mha``), a reference
-folder of the same geometry and the ``lesions.csv`` sidecar of the converted dataset.
-Every crop, prediction and reference alike, is pasted back into its key slice with the
-sidecar's crop box (:func:`nnunet_ulseg.conversion.sidecar.paste_back`, bilinear +
-threshold 0.5 by default) before any metric is computed, so the numbers are those of
-the lesion in the original image, with the true spacing ``(spacing_x, spacing_y)``, and
-do not depend on how a crop was scaled.  The metric definitions are in
+folder and the ``lesions.csv`` sidecar of the converted dataset.  Metrics are computed in
+**key-slice geometry** (``image_height x image_width`` of the lesion's row): every
+predicted crop is pasted back once with the sidecar's crop box
+(:func:`nnunet_ulseg.conversion.sidecar.paste_back`, bilinear + threshold 0.5 by default),
+and the reference is read in that geometry directly, so the numbers are those of the
+lesion in the original image, with the true spacing ``(spacing_x, spacing_y)``, and do
+not depend on how a crop was scaled.
+
+References (``ref_format``, ``--ref-format``; :mod:`nnunet_ulseg.evaluation.references`):
+key-slice PNGs named like DeepLesion (``png``), NIfTI/MHA files with the key slice from
+the sidecar (``volume``), ULS23 VOIs (``uls23``), a generated sample's true masks
+(``sample``), or crop-geometry ``<case>.mha`` files (``crop``), which are pasted back like
+the predictions: the one lossy path, named as such in the output.  ``auto`` detects the
+kind from the folder.  ``summary.json`` (``reference``, ``geometry``) and the printed table
+say which kind, folder and geometry were used; ``metrics.csv`` names each lesion's
+reference file (``ref_source``).  The metric definitions are in
 :mod:`.metrics` and :mod:`.distances`; the statistics in :mod:`.aggregate`.
 
 Choices where the spec is silent:
@@ -15,10 +25,11 @@ Choices where the spec is silent:
   including the ignore label 2, is background (a manual reference has no 2s; a
   pseudo-label folder used as a reference would have its uncertain band counted as
   background rather than silently dropped from the pixel counts).
-* Cases: the sidecar rows of ``split`` (``"all"`` for every row) that have a reference
-  file.  Rows without one are counted (``n_without_reference``) and listed in
-  ``summary.json``: DeepLesion has manual masks for only part of its test lesions.  No
-  row with a reference at all is an error.
+* Cases: the sidecar rows of ``split`` (``"all"`` for every row) that have a reference.
+  Rows without one (no file, or a shared slice mask in which the lesion's RECIST mark
+  crosses no lesion) are counted (``n_without_reference``) and listed in
+  ``summary.json`` with the reason: DeepLesion has manual masks for only part of its test
+  lesions.  No row with a reference at all is an error.
 * A missing prediction file is an error naming the cases, unless ``allow_missing``: then
   the lesion gets a ``metrics.csv`` row with ``status = missing`` and NaN metrics and is
   counted, but not scored (see :mod:`.aggregate`).
@@ -35,7 +46,8 @@ Choices where the spec is silent:
   (:func:`slice_window`), which gives the same numbers as the whole slice, faster.
 * Outputs in ``out_dir`` (created; files of the same name are replaced):
   ``metrics.csv``, ``summary.json`` (NaN written as ``null``), ``summary.txt`` (the
-  printed table), ``dice_cumulative.png`` and ``gallery.png`` (:mod:`.plots`).
+  printed table), ``dice_cumulative.png`` and ``gallery.png`` (:mod:`.plots`, drawn in the
+  key-slice window where the metrics are computed).
 """
 from __future__ import annotations
 
@@ -49,16 +61,22 @@ from typing import Sequence
 
 import numpy as np
 
+from nnunet_ulseg.conversion.geometry import paste_back_image
 from nnunet_ulseg.conversion.sidecar import LesionRow, paste_back, read_sidecar
 from nnunet_ulseg.evaluation.aggregate import DICE_THRESHOLDS, aggregate, format_table
+from nnunet_ulseg.evaluation.label_io import read_crop_mask
 from nnunet_ulseg.evaluation.metrics import LesionMetrics, lesion_metrics, lesion_type_name
-from nnunet_ulseg.workflow.slice_scores import read_crop_mask
+from nnunet_ulseg.evaluation.references import Reference, crop_label, open_reference
 
 logger = logging.getLogger(__name__)
 
 LESION_LABEL = 1
 CASE_COLUMNS = ("pred_name", "case", "split", "dl_row", "File_name", "lesion_type", "lesion_type_name", "status",
-                "postprocess", "postprocess_status")
+                "postprocess", "postprocess_status", "ref_source")
+#: The geometry every metric is computed in (``summary.json`` ``geometry``).
+SCORING_GEOMETRY = ("key slice (image_height x image_width of lesions.csv), window around the crop box; predictions "
+                    "pasted back once from crop geometry; reference read in key-slice geometry (crop references: "
+                    "pasted back like the predictions)")
 METRICS_COLUMNS = CASE_COLUMNS + tuple(f.name for f in fields(LesionMetrics))
 
 DEFINITIONS = {
@@ -132,15 +150,6 @@ def missing_predictions_error(folder: Path, cases: Sequence[str], n_cases: int) 
                              f"missing; --allow-missing goes on without them)")
 
 
-def crop_label(path: Path, row: LesionRow) -> np.ndarray:
-    """Boolean lesion mask (label 1) of a crop file, checked against the sidecar's crop size."""
-    array = read_crop_mask(path)
-    if array.shape != (row.crop_size, row.crop_size):
-        raise ValueError(f"{path}: shape {array.shape} does not match case {row.case}'s crop "
-                         f"size {row.crop_size} in lesions.csv")
-    return array == LESION_LABEL
-
-
 def predicted_label(path: Path, row: LesionRow, postprocess: str = "none", images_dir: Path | None = None,
                     file_ending: str = ".mha") -> tuple[np.ndarray, str]:
     """:func:`crop_label` of a prediction after the ``postprocess`` mode, and the case's post-processing status.
@@ -191,11 +200,11 @@ def slice_window(row: LesionRow, margin: int = 2) -> tuple[slice, slice]:
 
 
 def _record(name: str, row: LesionRow, status: str, m: LesionMetrics | None, postprocess: str = "none",
-            postprocess_status: str = "") -> dict:
+            postprocess_status: str = "", ref_source: str = "") -> dict:
     rec = {"pred_name": name, "case": row.case, "split": row.split, "dl_row": row.dl_row,
            "File_name": row.File_name, "lesion_type": row.lesion_type if row.lesion_type is not None else -1,
            "lesion_type_name": lesion_type_name(row.lesion_type), "status": status, "postprocess": postprocess,
-           "postprocess_status": postprocess_status}
+           "postprocess_status": postprocess_status, "ref_source": ref_source}
     if m is not None:
         rec.update(m.as_dict())
     else:
@@ -241,8 +250,11 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
                      out_dir: str | Path, names: Sequence[str] | None = None, split: str | None = "test",
                      images_dir: str | Path | None = None, allow_missing: bool = False,
                      interpolation: str = "linear", file_ending: str = ".mha", plots: bool = True,
-                     postprocess: str | Sequence[str] = "none") -> EvaluationResult:
+                     postprocess: str | Sequence[str] = "none", ref_format: str = "auto") -> EvaluationResult:
     """Evaluate every prediction folder against ``ref_dir`` (module docstring); write and return the results.
+
+    ``ref_format``: the kind of reference folder, one of
+    :data:`nnunet_ulseg.evaluation.references.REF_FORMATS` (``auto`` detects it).
 
     ``images_dir`` holds the CT crops (``<case>_0000<file_ending>``) for the gallery;
     default ``<ref_dir>/../imagesTs``; when absent the gallery is drawn without CT.
@@ -268,12 +280,13 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
     rows = select_rows(read_sidecar(sidecar), split)
     if not rows:
         raise ValueError(f"{sidecar}: no cases of split {split!r}")
-    has_ref = {r.case: (ref_dir / f"{r.case}{file_ending}").is_file() for r in rows}
-    with_ref = [r for r in rows if has_ref[r.case]]
-    without_ref = [r.case for r in rows if not has_ref[r.case]]
+    reference = open_reference(ref_dir, ref_format, rows, file_ending, interpolation)
+    refs, sources, reasons = read_references(reference, rows)
+    with_ref = [r for r in rows if r.case in refs]
+    without_ref = [r.case for r in rows if r.case not in refs]
     if not with_ref:
-        raise FileNotFoundError(f"{ref_dir}: no reference <case>{file_ending} for any of the {len(rows)} "
-                                f"cases of split {split!r} in {sidecar}")
+        raise FileNotFoundError(f"{ref_dir}: no reference ({reference.kind}) for any of the {len(rows)} "
+                                f"cases of split {split!r} in {sidecar}; e.g. {next(iter(reasons.values()))}")
     missing = {n: [r.case for r in with_ref if not (p / f"{r.case}{file_ending}").is_file()]
                for n, p in zip(folder_names, pred_paths)}
     if not allow_missing:
@@ -286,21 +299,22 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
     records: list[dict] = []
     for row in with_ref:
         window = slice_window(row)
-        ref = to_slice(crop_label(ref_dir / f"{row.case}{file_ending}", row), row, interpolation)[window]
+        ref = refs[row.case]
         spacing = (row.spacing_x, row.spacing_y)
         for n, p, mode in entries:
             path = p / f"{row.case}{file_ending}"
             if not path.is_file():
-                records.append(_record(n, row, "missing", None, mode))
+                records.append(_record(n, row, "missing", None, mode, ref_source=sources[row.case]))
                 continue
             crop, pp_status = predicted_label(path, row, mode, ct_dir, file_ending)
             pred = to_slice(crop, row, interpolation)[window]
             m = lesion_metrics(pred, ref, spacing, row.long_mm, row.short_mm)
-            records.append(_record(n, row, "ok", m, mode, pp_status))
+            records.append(_record(n, row, "ok", m, mode, pp_status, sources[row.case]))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = aggregate(records, names)
     table = format_table(stats)
+    table += "\n" + reference.summary_line() + "; metrics in key-slice geometry"
     if without_ref:
         table += f"\n{len(without_ref)} case(s) of split {split!r} have no reference in {ref_dir} and were skipped"
     pp_summary = postprocess_summary(records, entries)
@@ -308,12 +322,17 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
     summary = {
         "settings": {"pred_dirs": {n: str(p) for n, p in zip(folder_names, pred_paths)}, "ref_dir": str(ref_dir),
                      "sidecar": str(sidecar), "split": split, "interpolation": interpolation,
-                     "file_ending": file_ending, "allow_missing": allow_missing, "postprocess": modes},
+                     "file_ending": file_ending, "allow_missing": allow_missing, "postprocess": modes,
+                     "ref_format": ref_format},
+        "reference": reference.describe(),
+        "geometry": SCORING_GEOMETRY if reference.geometry == "slice" else
+        SCORING_GEOMETRY + "; this run: crop-geometry reference, slice -> crop -> slice (lossy)",
         "definitions": DEFINITIONS,
         "n_cases_in_split": len(rows),
         "n_evaluated_cases": len(with_ref),
         "n_without_reference": len(without_ref),
         "cases_without_reference": without_ref,
+        "without_reference_reasons": {c: reasons[c] for c in without_ref},
         "missing_predictions": missing,
         "per_prediction": stats,
         "postprocess": pp_summary,
@@ -326,8 +345,27 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
         f.write("\n")
     files["table"].write_text(table + "\n")
     if plots:
-        files.update(_plots(records, entries, ref_dir, with_ref, out_dir, images_dir, file_ending))
+        files.update(_plots(records, entries, ref_dir, with_ref, refs, out_dir, images_dir, file_ending,
+                            interpolation))
     return EvaluationResult(out_dir, records, summary, table, files)
+
+
+def read_references(reference: Reference, rows: Sequence[LesionRow]
+                    ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, str]]:
+    """Each row's reference, cut to :func:`slice_window` (the part of the key slice that is scored).
+
+    Returns ``(masks, sources, reasons)`` keyed by case: the windowed bool masks and
+    their sources for the rows that have a reference, the reasons for those that do not.
+    Only the window is kept, so thousands of 512 x 512 key slices are never held at once.
+    """
+    masks, sources, reasons = {}, {}, {}
+    for row in rows:
+        got = reference.get(row)
+        if got.mask is None:
+            reasons[row.case] = got.reason
+        else:
+            masks[row.case], sources[row.case] = got.mask[slice_window(row)], got.source
+    return masks, sources, reasons
 
 
 def postprocess_summary(records: Sequence[dict], entries: Sequence[tuple[str, Path, str]]) -> dict:
@@ -357,13 +395,16 @@ def format_postprocess(pp_summary: dict) -> str:
 
 
 def _read_ct(images_dir: Path | None, row: LesionRow, file_ending: str) -> np.ndarray | None:
+    """The CT crop of ``row`` pasted back into its key-slice window (HU; -1024 outside the crop), or None."""
     if images_dir is None:
         return None
     path = images_dir / f"{row.case}_0000{file_ending}"
     if not path.is_file():
         return None
     ct = read_crop_mask(path)
-    return ct if ct.shape == (row.crop_size, row.crop_size) else None
+    if ct.shape != (row.crop_size, row.crop_size):
+        return None
+    return paste_back_image(ct, row.box, (row.image_height, row.image_width))[slice_window(row)]
 
 
 def _window(row: LesionRow) -> tuple[float, float]:
@@ -372,8 +413,13 @@ def _window(row: LesionRow) -> tuple[float, float]:
     return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and hi > lo else (-175.0, 275.0)
 
 
-def _plots(records, entries, ref_dir, rows, out_dir, images_dir, file_ending) -> dict[str, Path]:
-    from nnunet_ulseg.evaluation.plots import GalleryPanel, pick_cases, plot_dice_cumulative, plot_gallery
+def _plots(records, entries, ref_dir, rows, refs, out_dir, images_dir, file_ending,
+           interpolation="linear") -> dict[str, Path]:
+    """The Dice cumulative histogram and the gallery, drawn in the key-slice window where Dice is computed.
+
+    The gallery shows the same lesions in every row (:func:`~.plots.shared_cases`).
+    """
+    from nnunet_ulseg.evaluation.plots import GalleryPanel, plot_dice_cumulative, plot_gallery, shared_cases
 
     names = [n for n, _, _ in entries]
     files = {}
@@ -387,17 +433,24 @@ def _plots(records, entries, ref_dir, rows, out_dir, images_dir, file_ending) ->
         logger.warning("no CT crops in %s: gallery drawn without CT", images)
         images = None
     by_case = {r.case: r for r in rows}
+    by_name = {n: {r["case"]: r for r in ok if r["pred_name"] == n} for n in names}
+    picked = shared_cases({n: list(v.values()) for n, v in by_name.items()})
+    cts = {case: _read_ct(images, by_case[case], file_ending) for _, case in picked}
     gallery = {}
     for n, p, mode in entries:
         panels = []
-        for kind, rec in pick_cases([r for r in ok if r["pred_name"] == n]):
-            row = by_case[rec["case"]]
+        for kind, case in picked:
+            rec, row = by_name[n].get(case), by_case[case]
+            if rec is None:  # missing prediction for this folder: no panel
+                continue
+            window = slice_window(row)
+            origin = np.array([window[1].start, window[0].start], dtype=np.float64)
+            pred = to_slice(predicted_label(p / f"{case}{file_ending}", row, mode, images, file_ending)[0], row,
+                            interpolation)
             panels.append(GalleryPanel(
-                title=f"{kind}: {row.case} ({rec['lesion_type_name']})",
-                pred=predicted_label(p / f"{row.case}{file_ending}", row, mode)[0],
-                ref=crop_label(ref_dir / f"{row.case}{file_ending}", row),
-                dice=float(rec["dice"]), ct=_read_ct(images, row, file_ending),
-                window=_window(row), recist=row.recist_crop_points))
+                title=f"{kind}: {row.case} ({rec['lesion_type_name']})", pred=pred[window], ref=refs[case],
+                dice=float(rec["dice"]), ct=cts[case], window=_window(row),
+                recist=row.recist_slice_points - origin, spacing=row.spacing_x))
         gallery[n] = panels
     if any(gallery.values()):
         files["gallery"] = plot_gallery(gallery, out_dir / "gallery.png")

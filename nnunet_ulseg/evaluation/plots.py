@@ -11,12 +11,18 @@ display is needed.
   figure the x axis is truncated: it starts at the lowest Dice rounded down to 0.1,
   or at 0.75 if that is lower, so no lesion is ever cut off and both marks are in
   view.  Dashed lines mark 0.8 and 0.85.
-* **Gallery**: for every prediction folder, its best, median and worst lesion by Dice
-  (median = the ``(n-1)//2``-th in ascending order; ties keep the sidecar order).  Each
-  panel shows the CT crop in the row's DICOM window, the reference contour in green,
-  the prediction contour in red (AHRNet Fig. 5), the Dice in yellow and the RECIST
-  mark in thin white lines (as WSSS Fig. 2).  Panels are drawn in crop geometry (the
-  files as written), which is where the CT is; metrics are computed in the key slice.
+* **Gallery**: one row per prediction folder, the **same lesions in every row**
+  (:func:`shared_cases`: best, median and worst by the mean Dice over the folders, so
+  methods are compared on one lesion; median = the ``(n-1)//2``-th in ascending order;
+  ties keep the sidecar order).  Each panel shows the CT in the row's DICOM window, the
+  reference contour and the prediction contour, the Dice and the RECIST mark in thin
+  white lines (as WSSS Fig. 2), and a scale bar in mm when the spacing is given.  The
+  evaluation draws panels in the key-slice window where Dice is computed
+  (:func:`~nnunet_ulseg.evaluation.evaluate.slice_window`), the CT crop pasted back
+  under it.  Choice: AHRNet Fig. 5's green/red pair is unreadable for red-green colour
+  blindness, so contours use the Okabe–Ito palette's sky blue (reference) and orange
+  (prediction), told apart under every common colour-vision deficiency, drawn with
+  different line styles as well (solid reference, dashed prediction).
 """
 from __future__ import annotations
 
@@ -30,8 +36,11 @@ import numpy as np
 from nnunet_ulseg.evaluation.aggregate import DICE_THRESHOLDS
 from nnunet_ulseg.recist import boundary_polygons
 
-REF_COLOUR = "#00ff00"
-PRED_COLOUR = "#ff2020"
+#: Okabe–Ito sky blue and orange (module docstring).
+REF_COLOUR = "#56B4E9"
+PRED_COLOUR = "#E69F00"
+#: Scale bar lengths tried, in mm (the longest that fits a quarter of the panel).
+SCALE_BAR_MM = (1, 2, 5, 10, 20, 50, 100, 200)
 
 
 def dice_survival(dice: Sequence[float], thresholds: Sequence[float]) -> np.ndarray:
@@ -112,9 +121,31 @@ def pick_cases(records: Sequence[dict], key: str = "dice") -> list[tuple[str, di
     return [("best", best), ("median", ordered[(len(ordered) - 1) // 2]), ("worst", ordered[0])]
 
 
+def shared_cases(records_by_name: Mapping[str, Sequence[dict]], key: str = "dice") -> list[tuple[str, str]]:
+    """``[("best", case), ("median", case), ("worst", case)]`` shared by every gallery row.
+
+    Lesions with a finite ``key`` in every folder's records are ranked by the mean over
+    the folders (:func:`pick_cases` on those means, sidecar order kept on ties); when no
+    lesion is scored by all folders, the lesions scored by any count.
+    """
+    values: dict[str, list[float]] = {}
+    for recs in records_by_name.values():
+        for r in recs:
+            v = float(r[key])
+            if math.isfinite(v):
+                values.setdefault(r["case"], []).append(v)
+    n = len(records_by_name)
+    common = {c: v for c, v in values.items() if len(v) == n} or values
+    means = [{"case": c, key: float(np.mean(v))} for c, v in common.items()]
+    return [(kind, r["case"]) for kind, r in pick_cases(means, key)]
+
+
 @dataclass
 class GalleryPanel:
-    """One gallery panel: crop-geometry CT (or None), masks, window, title, Dice, RECIST crop points."""
+    """One gallery panel: CT (or None) and masks on one pixel grid, window, title, Dice, RECIST points.
+
+    ``spacing``: mm per pixel of that grid along x (a scale bar is drawn when given).
+    """
 
     title: str
     pred: np.ndarray
@@ -123,18 +154,37 @@ class GalleryPanel:
     ct: np.ndarray | None = None
     window: tuple[float, float] = (-175.0, 275.0)
     recist: np.ndarray | None = None
+    spacing: float | None = None
 
 
-def _draw_contours(ax, mask: np.ndarray, colour: str, lw: float) -> None:
+def _draw_contours(ax, mask: np.ndarray, colour: str, lw: float, ls: str = "-") -> None:
     m = np.asarray(mask, dtype=bool)
     if not m.any():
         return
     for poly in boundary_polygons(m):
-        ax.plot(poly[:, 0], poly[:, 1], color=colour, lw=lw)
+        ax.plot(poly[:, 0], poly[:, 1], color=colour, lw=lw, ls=ls)
+
+
+def scale_bar_mm(width_px: int, spacing: float) -> float | None:
+    """The longest of :data:`SCALE_BAR_MM` no longer than a quarter of ``width_px`` pixels of ``spacing`` mm."""
+    if not (spacing and spacing > 0 and math.isfinite(spacing)):
+        return None
+    fits = [mm for mm in SCALE_BAR_MM if mm / spacing <= width_px / 4]
+    return float(fits[-1]) if fits else None
+
+
+def _draw_scale_bar(ax, h: int, w: int, spacing: float) -> None:
+    mm = scale_bar_mm(w, spacing)
+    if mm is None:
+        return
+    length = mm / spacing
+    x1, y = w - 0.5 - 0.05 * w, h - 0.5 - 0.06 * h
+    ax.plot([x1 - length, x1], [y, y], color="white", lw=2.5, solid_capstyle="butt")
+    ax.text(x1 - length / 2, y - 0.03 * h, f"{mm:g} mm", color="white", fontsize=7, ha="center", va="bottom")
 
 
 def plot_gallery(rows: Mapping[str, Sequence[GalleryPanel]], path: str | Path) -> Path:
-    """Write the gallery PNG: one row of panels per prediction folder (named on the left; AHRNet Fig. 5 colours)."""
+    """Write the gallery PNG: one row of panels per prediction folder (named on the left; module docstring)."""
     rows = {k: list(v) for k, v in rows.items() if v}
     if not rows:
         raise ValueError("plot_gallery: no cases to draw")
@@ -154,9 +204,11 @@ def plot_gallery(rows: Mapping[str, Sequence[GalleryPanel]], path: str | Path) -
                 pts = np.asarray(p.recist, dtype=np.float64).reshape(4, 2)
                 for a in (pts[:2], pts[2:]):
                     ax.plot(a[:, 0], a[:, 1], color="white", lw=0.8, alpha=0.8)
-            _draw_contours(ax, p.ref, REF_COLOUR, 1.5)
-            _draw_contours(ax, p.pred, PRED_COLOUR, 1.5)
-            ax.text(0.04, 0.94, f"{p.dice:.3f}", color="yellow", fontsize=11, fontweight="bold",
+            _draw_contours(ax, p.ref, REF_COLOUR, 1.8)
+            _draw_contours(ax, p.pred, PRED_COLOUR, 1.5, "--")
+            if p.spacing is not None:
+                _draw_scale_bar(ax, h, w, p.spacing)
+            ax.text(0.04, 0.94, f"{p.dice:.3f}", color="white", fontsize=11, fontweight="bold",
                     transform=ax.transAxes, va="top")
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
@@ -165,7 +217,7 @@ def plot_gallery(rows: Mapping[str, Sequence[GalleryPanel]], path: str | Path) -
             ax.set_title(p.title, fontsize=7)
             if j == 0:
                 ax.set_ylabel(name, fontsize=9)
-    fig.suptitle("reference (green) vs prediction (red); Dice in yellow", fontsize=9)
+    fig.suptitle("reference (sky blue, solid) vs prediction (orange, dashed); Dice top left", fontsize=9)
     path = Path(path)
     fig.savefig(path)
     return path

@@ -1,11 +1,13 @@
-"""Crop-geometry reference masks for generated samples (the ``--ref`` folder of ``ulseg evaluate``).
+"""Crop-geometry reference masks from a generated sample (a ``--ref-format crop`` folder).
 
 :func:`nnunet_ulseg.demo.make_sample` writes the true lesion masks in key-slice geometry
-(``Masks_png`` + ``masks.csv``).  ``ulseg evaluate`` expects references in the same
-crop geometry as the predictions, so each true mask is cut out with the lesion's
-``lesions.csv`` crop box: one nearest-neighbour ``cv2.warpAffine`` with
-:func:`~nnunet_ulseg.conversion.geometry.crop_to_slice_matrix` and ``WARP_INVERSE_MAP``
-(the same mapping the converter used for the CT crop), 0 outside the slice.
+(``Masks_png`` + ``masks.csv``), which ``ulseg evaluate`` reads directly
+(``--ref-format sample``, no round trip).  Crop-geometry copies are for tools that want
+references beside the predictions, in their geometry: each true mask is cut out with the
+lesion's ``lesions.csv`` crop box by
+:func:`~nnunet_ulseg.conversion.geometry.slice_to_crop_mask` (nearest neighbour, the
+mapping the converter used for the CT crop), 0 outside the slice.  Scoring against them
+takes the reference slice -> crop -> slice, which is lossy at every scale but 1.
 
 Files are ``<case>.mha``, uint8, label 1 = lesion, 0 = background.  Choice: the header
 spacing is copied from the case's CT crop ``imagesTs/<case>_0000.mha`` (or
@@ -17,24 +19,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from nnunet_ulseg.conversion.deeplesion import NOMINAL_SPACING
-from nnunet_ulseg.conversion.geometry import crop_to_slice_matrix
+from nnunet_ulseg.conversion.geometry import slice_to_crop_mask
 from nnunet_ulseg.conversion.io import write_mha
 from nnunet_ulseg.conversion.sidecar import LesionRow, read_sidecar
-from nnunet_ulseg.evaluation.evaluate import select_rows
-from nnunet_ulseg.workflow.slice_scores import TrueMasks
+from nnunet_ulseg.evaluation.references.sample import TrueMasks
 
 
 def slice_mask_to_crop(mask: np.ndarray, row: LesionRow) -> np.ndarray:
-    """A key-slice mask cut to ``row``'s crop (``crop_size x crop_size`` uint8, nearest neighbour)."""
-    box = row.box
-    src = np.ascontiguousarray(np.asarray(mask).astype(np.uint8))
-    return cv2.warpAffine(src, crop_to_slice_matrix(box), (box.size, box.size),
-                          flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    """A key-slice mask cut to ``row``'s crop (:func:`~nnunet_ulseg.conversion.geometry.slice_to_crop_mask`)."""
+    return slice_to_crop_mask(mask, row.box)
 
 
 def _image_spacing(dataset_dir: Path, case: str) -> tuple[float, float]:
@@ -60,7 +56,7 @@ def write_reference_crops(sample_dir: str | Path, sidecar: str | Path, out_dir: 
     """
     sidecar = Path(sidecar)
     out = Path(out_dir)
-    rows = select_rows(read_sidecar(sidecar), split)
+    rows = [r for r in read_sidecar(sidecar) if split in (None, "all") or r.split == split]
     if not rows:
         raise ValueError(f"{sidecar}: no cases of split {split!r}")
     truth = TrueMasks(sample_dir)
