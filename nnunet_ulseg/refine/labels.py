@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,52 +34,30 @@ from typing import Iterable, Mapping
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_ulseg import nnunet_layout as layout
+from nnunet_ulseg.nnunet_layout import parse_dataset_name
 from nnunet_ulseg.pseudo_masks.update import IGNORE, binarize_prediction, update_pseudo_mask
-from nnunet_ulseg.refine.manifest import read_json, write_json_atomic
+from nnunet_ulseg.refine.manifest import write_json_atomic
 
 logger = logging.getLogger("nnunet_ulseg.refine")
 
-DATASET_NAME = re.compile(r"Dataset(\d{3,})_(.+)")
 MAX_DATASET_ID = 999
 
 
-# -- datasets and ids ----------------------------------------------------------------
+# -- datasets and ids (nnU-Net's naming lives in nnunet_ulseg.nnunet_layout) ----------------
 def dataset_id_of(name: str) -> int:
     """The id of an nnU-Net dataset folder name ``DatasetNNN_Name``."""
-    m = DATASET_NAME.fullmatch(name)
-    if not m:
-        raise ValueError(f"{name!r} is not an nnU-Net dataset name (DatasetNNN_Name)")
-    return int(m.group(1))
+    return parse_dataset_name(name)[0]
 
 
 def find_dataset(raw_root: str | os.PathLike, dataset: int | str) -> str:
     """The folder name in ``raw_root`` of dataset ``dataset`` (an id such as 501 or "501", or a full name)."""
-    raw_root = Path(raw_root)
-    text = str(dataset)
-    if text.isdigit():
-        matches = sorted(p.name for p in raw_root.glob(f"Dataset{int(text):03d}_*") if p.is_dir())
-        if not matches:
-            raise FileNotFoundError(f"no dataset with id {int(text)} in {raw_root}")
-        if len(matches) > 1:
-            raise ValueError(f"several datasets with id {int(text)} in {raw_root}: {', '.join(matches)}")
-        return matches[0]
-    dataset_id_of(text)
-    if not (raw_root / text).is_dir():
-        raise FileNotFoundError(f"dataset {text} not found in {raw_root}")
-    return text
+    return layout.find_dataset(raw_root, dataset)
 
 
 def used_dataset_ids(roots: Iterable[str | os.PathLike]) -> set[int]:
     """Ids of every ``DatasetNNN_*`` entry in any of ``roots`` (missing roots are skipped)."""
-    ids = set()
-    for root in roots:
-        root = Path(root)
-        if root.is_dir():
-            for p in root.iterdir():
-                m = DATASET_NAME.fullmatch(p.name)
-                if m:
-                    ids.add(int(m.group(1)))
-    return ids
+    return layout.dataset_ids(roots)
 
 
 def next_round_dataset_id(base_id: int, round_index: int, used: set[int]) -> int:
@@ -94,9 +71,9 @@ def next_round_dataset_id(base_id: int, round_index: int, used: set[int]) -> int
 
 def round_dataset_name(dataset_id: int, base_name: str, round_number: int) -> str:
     """``Dataset<id>_<base name without its DatasetNNN_ prefix>_round<r>``."""
-    m = DATASET_NAME.fullmatch(base_name)
+    m = layout.DATASET_NAME.fullmatch(base_name)
     stem = m.group(2) if m else base_name
-    return f"Dataset{dataset_id:03d}_{stem}_round{round_number}"
+    return layout.dataset_folder_name(dataset_id, f"{stem}_round{round_number}")
 
 
 def training_cases(raw_dir: str | os.PathLike) -> list[str]:
@@ -104,18 +81,13 @@ def training_cases(raw_dir: str | os.PathLike) -> list[str]:
 
     The same identifiers nnU-Net trains on and ``nnUNetv2_predict`` reads from a folder.
     """
-    raw_dir = Path(raw_dir)
-    ending = read_json(raw_dir / "dataset.json")["file_ending"]
-    images = raw_dir / "imagesTr"
-    if not images.is_dir():
-        raise FileNotFoundError(f"{images} not found")
-    pattern = re.compile(r"(.+)_\d{4}" + re.escape(ending))
-    cases = sorted({m.group(1) for p in images.iterdir() if (m := pattern.fullmatch(p.name))})
+    dataset = layout.RawDataset(raw_dir)
+    cases = dataset.cases()
     if not cases:
-        raise ValueError(f"{images} holds no <case>_0000{ending} images")
-    missing = [c for c in cases if not (raw_dir / "labelsTr" / f"{c}{ending}").exists()]
+        raise ValueError(f"{dataset.images_dir()} holds no <case>_0000{dataset.file_ending} images")
+    missing = [c for c in cases if not dataset.label_path(c).exists()]
     if missing:
-        raise ValueError(f"{raw_dir / 'labelsTr'} lacks labels for {len(missing)} case(s): {', '.join(missing[:5])}")
+        raise ValueError(f"{dataset.labels_dir} lacks labels for {len(missing)} case(s): {', '.join(missing[:5])}")
     return cases
 
 
@@ -192,11 +164,10 @@ class LabelStats:
 
 def label_statistics(raw_dir: str | os.PathLike, cases: Iterable[str] | None = None) -> dict:
     """:class:`LabelStats` of a raw dataset's ``labelsTr`` (round 1: no previous round)."""
-    raw_dir = Path(raw_dir)
-    ending = read_json(raw_dir / "dataset.json")["file_ending"]
+    dataset = layout.RawDataset(raw_dir)
     stats = LabelStats()
     for case in (training_cases(raw_dir) if cases is None else cases):
-        stats.add(read_label(raw_dir / "labelsTr" / f"{case}{ending}")[0])
+        stats.add(read_label(dataset.label_path(case))[0])
     return stats.to_dict()
 
 
@@ -222,8 +193,10 @@ def build_round_dataset(round1_raw: str | os.PathLike, previous_raw: str | os.Pa
     round1_raw, previous_raw, target_raw = Path(round1_raw), Path(previous_raw), Path(target_raw)
     if target_raw.exists():
         raise FileExistsError(f"{target_raw} already exists")
-    dataset_json = read_json(round1_raw / "dataset.json")
-    ending = dataset_json["file_ending"]
+    round1 = layout.RawDataset(round1_raw)
+    dataset_json = round1.dataset_json
+    ending = round1.file_ending
+    previous_round = layout.RawDataset(previous_raw, ending)
     cases = training_cases(round1_raw)
     missing = [c for c in cases if c not in predictions]
     unknown = sorted(set(predictions) - set(cases))
@@ -250,25 +223,25 @@ def build_round_dataset(round1_raw: str | os.PathLike, previous_raw: str | os.Pa
     (partial / "labelsTr").mkdir(parents=True)
     stats = LabelStats()
     for case in cases:
-        ellipse, reference = read_label(round1_raw / "labelsTr" / f"{case}{ending}")
+        ellipse, reference = read_label(round1.label_path(case))
         prediction = read_label(predictions[case])[0]
         if prediction.shape != ellipse.shape:
             raise ValueError(f"{predictions[case]}: shape {prediction.shape} differs from the ellipse's "
                              f"{ellipse.shape}")
         ellipse = ellipse == 1
         label = update_pseudo_mask(prediction, ellipse, threshold)
-        previous, _ = read_label(previous_raw / "labelsTr" / f"{case}{ending}")
+        previous, _ = read_label(previous_round.label_path(case))
         # update_pseudo_mask falls back to the ellipse when p ∩ e is empty; count those cases
         fallback = bool(ellipse.any()) and not (binarize_prediction(prediction, threshold) & ellipse).any()
         stats.add(label, previous, fallback)
-        write_label(partial / "labelsTr" / f"{case}{ending}", label, reference)
+        write_label(layout.RawDataset(partial, ending).label_path(case), label, reference)
 
     new_json = dict(dataset_json)
     new_json["name"] = target_raw.name
     new_json["ulseg_refine"] = dict(provenance or {})
-    write_json_atomic(partial / "dataset.json", new_json)
+    write_json_atomic(layout.RawDataset(partial).dataset_json_file, new_json)
     if splits is not None:
-        write_json_atomic(partial / "splits_final.json", splits)
+        write_json_atomic(layout.RawDataset(partial).splits_file, splits)
     if (round1_raw / "lesions.csv").exists():
         shutil.copy2(round1_raw / "lesions.csv", partial / "lesions.csv")
     os.replace(partial, target_raw)

@@ -79,9 +79,9 @@ from nnunet_ulseg.refine.parts import (collect_predictions, mark_part_done, miss
                                        part_cases, part_done, part_folder, wait_until)
 from nnunet_ulseg.refine.report import build_report, format_report, write_report
 from nnunet_ulseg.refine.splits import NUM_FOLDS, crossval_splits, is_crossval_partition, patients_from_sidecar
+from nnunet_ulseg.nnunet_layout import NNUNetEnvironmentError, RawDataset
 from nnunet_ulseg.workflow.nnunet import NNUNetPaths, default_device
 
-NNUNET_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 CROSSVAL_BACKUP = "splits_final.before_ulseg_crossval.json"
 
 
@@ -158,12 +158,11 @@ class RefineResult:
 
 def paths_from_environ(environ: dict[str, str] | None = None) -> NNUNetPaths:
     """The user's nnU-Net folders from ``nnUNet_raw/_preprocessed/_results``; a clear error if unset."""
-    environ = os.environ if environ is None else environ
-    missing = [v for v in NNUNET_VARIABLES if not environ.get(v)]
-    if missing:
-        raise RefineError(f"set {', '.join(missing)}: ulseg refine works inside your nnU-Net folders "
-                          "(see README, 'nnU-Net environment')")
-    return NNUNetPaths(*(Path(environ[v]) for v in NNUNET_VARIABLES))
+    try:
+        return NNUNetPaths.from_environ(environ)
+    except NNUNetEnvironmentError as e:
+        raise RefineError(f"{e}: ulseg refine works inside your nnU-Net folders "
+                          "(see README, 'nnU-Net environment')") from None
 
 
 def work_dir_name(trainer: str, plans: str, configuration: str, fold: int | None, cross_val: bool) -> str:
@@ -200,7 +199,7 @@ class Refinement:
         self.say = echo or (lambda _line: None)
         self.base = find_dataset(paths.raw, config.dataset)
         self.base_raw = paths.raw / self.base
-        self.ending = read_json(self.base_raw / "dataset.json")["file_ending"]
+        self.ending = RawDataset(self.base_raw).file_ending
         self.cases = training_cases(self.base_raw)
         self.work = paths.results / self.base / work_dir_name(config.trainer, config.plans, config.configuration,
                                                               config.folds[0], config.cross_val)
@@ -228,8 +227,7 @@ class Refinement:
 
     def fold_dir(self, r: int, fold: int) -> Path:
         c = self.cfg
-        return (self.paths.results / self.dataset_name(r) / f"{c.trainer}__{c.plans}__{c.configuration}"
-                / f"fold_{fold}")
+        return self.paths.fold_dir(self.dataset_name(r), c.trainer, c.plans, c.configuration, fold)
 
     def checkpoints(self, r: int) -> list[Path]:
         return [self.fold_dir(r, k) / self.cfg.checkpoint for k in self.cfg.folds]
@@ -242,7 +240,7 @@ class Refinement:
         root = self.work / f"round{r}" / "predictions"
         if not self.cfg.cross_val:
             return [(self.cfg.folds[0], self.cases, root / f"fold{self.cfg.folds[0]}")]
-        splits = read_json(self.paths.preprocessed / self.base / "splits_final.json")
+        splits = read_json(self.paths.splits_file(self.base))
         return [(k, sorted(splits[k]["val"]), root / f"fold{k}") for k in range(NUM_FOLDS)]
 
     def _rel(self, path: Path) -> str:
@@ -358,12 +356,12 @@ class Refinement:
         return info
 
     def _install_round1_splits(self, pre: Path) -> str:
-        target = pre / "splits_final.json"
+        target = self.paths.splits_file(self.base)
         pre.mkdir(parents=True, exist_ok=True)
         if not self.cfg.cross_val:
             if not target.exists():
-                if (self.base_raw / "splits_final.json").exists():
-                    shutil.copy2(self.base_raw / "splits_final.json", target)
+                if RawDataset(self.base_raw).splits_file.exists():
+                    self.paths.install_splits(self.base)
                     return "copied from the raw dataset"
                 self.say("  no splits_final.json: nnU-Net will make its own random 5-fold split")
                 return "none (nnU-Net's own)"
@@ -507,7 +505,7 @@ class Refinement:
                 predictions, self.work / f"round{prev}" / f"predictions_{self.cfg.postprocess}")
             self.say(f"  round {prev}'s predictions post-processed ({self.cfg.postprocess}): "
                      + ", ".join(f"{k} {v}" for k, v in postprocess["status_counts"].items()))
-        split_file = self.paths.preprocessed / self.base / "splits_final.json"
+        split_file = self.paths.splits_file(self.base)
         provenance = {"round": r, "base_dataset": self.base, "previous_dataset": self.dataset_name(prev),
                       "predicted_by": {"trainer": self.cfg.trainer, "plans": self.cfg.plans,
                                        "configuration": self.cfg.configuration, "folds": self.cfg.folds,
@@ -539,8 +537,8 @@ class Refinement:
         if not fingerprint.exists():
             raise FileNotFoundError(f"{fingerprint} not found: nnUNetv2_train copies it; re-plan round 1")
         shutil.copy2(fingerprint, pre / "dataset_fingerprint.json")
-        if (base_pre / "splits_final.json").exists():
-            shutil.copy2(base_pre / "splits_final.json", pre / "splits_final.json")
+        if self.paths.splits_file(self.base).exists():
+            self.paths.install_splits(name, self.paths.splits_file(self.base))
         self.backend.preprocess(name)
         return {"plans_from": self.base}
 
