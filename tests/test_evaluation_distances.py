@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 
 from nnunet_ulseg.evaluation.distances import (
+    average_distance,
+    directed_average_distance,
     directed_distances,
+    linear_percentile,
     nearest_rank_percentile,
     surface,
     surface_distances,
@@ -139,3 +142,144 @@ def test_matches_brute_force_on_random_shapes():
         assert d.avg_hd_mm == pytest.approx((dab.mean() + dba.mean()) / 2)
         assert d.hd_mm == pytest.approx(pooled[-1])
         assert d.hd95_mm == pytest.approx(pooled[math.ceil(0.95 * len(pooled)) - 1])
+
+
+def test_pixel_against_line_separates_the_two_hd95s_by_hand():
+    # A: the pixel (0, 0); B: row 0, columns 0..4.  d(A -> B) = [0]; d(B -> A) = [0, 1, 2, 3, 4].
+    a = box((3, 7), 0, 0, 1, 1)
+    b = box((3, 7), 0, 0, 1, 5)
+    d = surface_distances(a, b)
+    # pooled [0, 0, 1, 2, 3, 4], nearest rank ceil(0.95 * 6) = 6th -> 4
+    assert d.hd95_mm == 4.0
+    # directed, linear: B -> A at position 0.95 * 4 = 3.8 -> 3.8; A -> B is 0; max 3.8
+    assert d.ref_to_pred_hd95_mm == pytest.approx(3.8) and d.pred_to_ref_hd95_mm == 0.0
+    assert d.hd95_max_directed_mm == pytest.approx(3.8)
+    assert d.hd_mm == 4.0 and d.avg_hd_mm == pytest.approx(1.0)  # (0 + 2) / 2
+    # all-pixel AVD: A lies inside B (0); B's pixels are 0..4 from A (mean 2): max 2, mean 1
+    avd = average_distance(a, b)
+    assert (avd.pred_to_ref_mm, avd.ref_to_pred_mm) == (0.0, 2.0)
+    assert avd.avd_mm == 2.0 and avd.avd_mean_mm == 1.0
+
+
+def test_avd_counts_every_pixel_and_the_overlap_as_zero():
+    # 4x4 square A (rows 2..5) inside the 6x4 rectangle B (rows 2..7): d(A, B) = 0; B's rows 6 and 7 are
+    # 1 and 2 from A -> (4*1 + 4*2) / 24 = 0.5.  Surfaces instead: B's 16 surface pixels, rows 6-7 at 1, 2
+    a = box((12, 10), 2, 2, 4, 4)
+    b = box((12, 10), 2, 2, 6, 4)
+    avd = average_distance(a, b)
+    assert avd.avd_mm == pytest.approx(0.5) and avd.avd_mean_mm == pytest.approx(0.25)
+    # shifted squares (rows 2..5 vs 4..7): 4 px at 2, 4 at 1, 8 inside -> 12/16 both ways
+    avd = average_distance(a, box((12, 10), 4, 2, 4, 4))
+    assert avd.avd_mm == avd.avd_mean_mm == 0.75
+    # anisotropic: rows 0.5 mm apart -> every distance halves
+    avd = average_distance(a, box((12, 10), 4, 2, 4, 4), spacing=(1.0, 0.5))
+    assert avd.avd_mm == pytest.approx(0.375)
+    empty = np.zeros_like(a)
+    for p, r in [(a, empty), (empty, a), (empty, empty)]:
+        v = average_distance(p, r)
+        assert math.isnan(v.avd_mm) and math.isnan(v.avd_mean_mm)
+    assert math.isnan(directed_average_distance(empty, a)) and math.isinf(directed_average_distance(a, empty))
+    with pytest.raises(ValueError, match="shape"):
+        average_distance(a, np.zeros((5, 5), bool))
+
+
+def test_max_directed_hd95_is_never_below_the_pooled_one_under_linear_interpolation():
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        a = rng.random((16, 18)) > 0.5
+        b = rng.random((16, 18)) > 0.6
+        d = surface_distances(a, b, (0.9, 1.1))
+        pooled = np.concatenate([directed_distances(a, b, (0.9, 1.1)), directed_distances(b, a, (0.9, 1.1))])
+        assert d.hd95_max_directed_mm >= linear_percentile(pooled, 95) - 1e-12
+
+
+def test_linear_percentile_is_numpys_default():
+    v = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    assert linear_percentile(v, 95) == pytest.approx(3.8)
+    assert linear_percentile(v, 50) == 2.0
+    assert math.isnan(linear_percentile([], 95))
+    with pytest.raises(ValueError):
+        linear_percentile(v, -1)
+
+
+def brute_force(a, b, spacing):
+    """O(n²) directed surface distances and all-pixel averages, computed without the module's helpers."""
+    def points(m, surf):
+        if surf:
+            inner = np.zeros_like(m)
+            inner[1:-1, 1:-1] = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+            m = m & ~inner
+        r, c = np.nonzero(m)
+        return np.stack([c * spacing[0], r * spacing[1]], 1)
+
+    def nearest(p, q):
+        return np.sqrt(((p[:, None, :] - q[None, :, :]) ** 2).sum(-1)).min(1)
+
+    pad = lambda m: np.pad(m, 1)  # noqa: E731  (outside the array is background)
+    sa, sb = points(pad(a), True), points(pad(b), True)
+    fa, fb = points(pad(a), False), points(pad(b), False)
+    return nearest(sa, sb), nearest(sb, sa), nearest(fa, fb).mean(), nearest(fb, fa).mean()
+
+
+def test_max_directed_hd95_and_avd_match_brute_force_on_random_shapes():
+    rng = np.random.default_rng(8)
+    spacing = (0.7, 1.3)
+    for _ in range(5):
+        a = rng.random((18, 21)) > 0.55
+        b = rng.random((18, 21)) > 0.45
+        dab, dba, fab, fba = brute_force(a, b, spacing)
+        d = surface_distances(a, b, spacing)
+        assert d.hd95_max_directed_mm == pytest.approx(max(np.percentile(dab, 95), np.percentile(dba, 95)))
+        assert d.avg_hd_mm == pytest.approx((dab.mean() + dba.mean()) / 2)
+        pooled = np.sort(np.concatenate([dab, dba]))
+        assert d.hd95_mm == pytest.approx(pooled[math.ceil(0.95 * len(pooled)) - 1])
+        avd = average_distance(a, b, spacing)
+        assert avd.avd_mm == pytest.approx(max(fab, fba)) and avd.avd_mean_mm == pytest.approx((fab + fba) / 2)
+
+
+def random_pair(rng, shape=(40, 44)):
+    """Two overlapping smooth, irregular blobs (several components, some reaching the array edge)."""
+    from scipy import ndimage
+
+    n1 = ndimage.gaussian_filter(rng.random(shape), 3)
+    n2 = ndimage.gaussian_filter(rng.random(shape), 3)
+    a = n1 > np.percentile(n1, 55)
+    b = (n1 + 0.3 * n2) > np.percentile(n1 + 0.3 * n2, 50)
+    return a, b
+
+
+def test_max_directed_hd95_equals_monai():
+    torch = pytest.importorskip("torch")
+    metrics = pytest.importorskip("monai.metrics")
+    rng = np.random.default_rng(21)
+    gaps = []
+    for spacing in [(1.0, 1.0), (0.6, 1.4)]:
+        for _ in range(4):
+            a, b = random_pair(rng)
+            d = surface_distances(a, b, spacing)
+            t = lambda m: torch.from_numpy(m[None, None].astype(np.float32))  # noqa: E731
+            # MONAI's spacing follows the array axes: (rows, columns) = (sy, sx)
+            ref = metrics.compute_hausdorff_distance(t(a), t(b), percentile=95, spacing=[spacing[1], spacing[0]])
+            assert d.hd95_max_directed_mm == pytest.approx(float(ref), rel=1e-5)
+            gaps.append(d.hd95_max_directed_mm - d.hd95_mm)
+            hd = metrics.compute_hausdorff_distance(t(a), t(b), spacing=[spacing[1], spacing[0]])
+            assert d.hd_mm == pytest.approx(float(hd), rel=1e-5)
+    assert max(gaps) > 0.1  # the two HD95 definitions do differ on these shapes
+
+
+def test_pooled_distances_equal_medpy():
+    binary = pytest.importorskip("medpy.metric.binary")
+    rng = np.random.default_rng(22)
+    for spacing in [(1.0, 1.0), (0.6, 1.4)]:
+        for _ in range(4):
+            a, b = random_pair(rng)
+            d = surface_distances(a, b, spacing)
+            pooled = np.concatenate([directed_distances(a, b, spacing), directed_distances(b, a, spacing)])
+            vs = (spacing[1], spacing[0])  # medpy's voxelspacing follows the array axes too
+            # medpy's hd95 is the pooled set with linear interpolation; ours takes nearest rank of the same set
+            assert linear_percentile(pooled, 95) == pytest.approx(binary.hd95(a, b, voxelspacing=vs))
+            assert nearest_rank_percentile(pooled, 95) == d.hd95_mm
+            assert abs(d.hd95_mm - binary.hd95(a, b, voxelspacing=vs)) <= np.diff(np.unique(pooled)).max()
+            assert d.hd_mm == pytest.approx(binary.hd(a, b, voxelspacing=vs))
+            # medpy 0.5's assd averages the pooled set; ours averages the two directed means
+            assert pooled.mean() == pytest.approx(binary.assd(a, b, voxelspacing=vs))
