@@ -20,6 +20,7 @@ class UserError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     from nnunet_ulseg.conversion.cli import add_convert_parser
+    from nnunet_ulseg.conversion.uls23_cli import add_uls23_parser
     from nnunet_ulseg.demo.cli import add_make_sample_parser
     from nnunet_ulseg.evaluation.cli import add_evaluate_parser, add_measure_parser
     from nnunet_ulseg.refine.cli import add_refine_parser
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_make_sample_parser(sub)
     add_convert_parser(sub)
+    add_uls23_parser(sub)
     add_evaluate_parser(sub)
     add_measure_parser(sub)
     add_refine_parser(sub)

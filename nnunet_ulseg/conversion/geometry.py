@@ -199,3 +199,21 @@ def paste_back_image(crop: np.ndarray, box: CropBox, image_shape: tuple[int, int
     return cv2.warpAffine(crop, slice_to_crop_matrix(box), (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=float(fill))
 
+
+def crop_hu_slice(slice_hu: np.ndarray, box: CropBox, pad_hu: float = PAD_HU) -> np.ndarray:
+    """Crop + pad + scale a 2D slice already in HU (e.g. an axial slice of a ULS23 VOI); int16 HU out.
+
+    The generic sibling of :func:`crop_png_to_hu` for inputs that are not DeepLesion PNGs:
+    the same box, the same one bilinear ``warpAffine`` (:func:`crop_to_slice_matrix`) and the
+    same -1024 HU padding, run on float32 so any input dtype (int16, float32, ...) is
+    accepted; the result is rounded to the nearest integer and clipped to int16.  On a
+    DeepLesion slice shifted to HU it agrees with :func:`crop_png_to_hu` to within 1 HU
+    (cv2 interpolates integer images with fixed-point weights).
+    """
+    arr = np.asarray(slice_hu)
+    if arr.ndim != 2:
+        raise ValueError(f"expected a 2D slice, got shape {arr.shape}")
+    out = cv2.warpAffine(np.ascontiguousarray(arr, dtype=np.float32), crop_to_slice_matrix(box), (box.size, box.size),
+                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=float(pad_hu))
+    return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
