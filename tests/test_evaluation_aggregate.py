@@ -79,3 +79,25 @@ def test_format_table_layouts():
     assert "0.95±0.00 (1)" in model_row and " - " in model_row
     assert "model: missing 1" in text
     assert "Unknown" in format_table(aggregate([rec("x", 0.9, "unknown")]))
+
+
+def test_table_shows_both_hd95s_and_avd_with_their_definitions():
+    r = rec("m", 0.9, "lung")
+    r.update(hd95_mm=1.0, hd95_max_directed_mm=1.5, avd_mm=0.25)
+    text = format_table(aggregate([r]))
+    lines = text.splitlines()
+    head = lines[0]
+    assert head.index("HD95 mm") < head.index("HD95max mm") < head.index("AVD mm")
+    row = next(line for line in lines if line.startswith("m "))
+    assert "1.00±0.00" in row and "1.50±0.00" in row and "0.25±0.00" in row
+    assert "HD95max: max of the two directed 95th percentiles" in text and "AVD: Taha & Hanbury" in text
+    assert "ULS23 axes between boundary pixel centres" in text
+
+
+def test_records_without_the_newer_metrics_count_them_as_nan():
+    r = rec("old", 0.9)
+    for name in ("hd95_max_directed_mm", "avd_mm", "avd_mean_mm", "long_err_edge", "short_err_edge"):
+        del r[name]
+    s = aggregate([r])["old"]
+    assert s["metrics"]["avd_mm"]["n"] == 0 and s["metrics"]["avd_mm"]["n_nan"] == 1
+    assert s["metrics"]["dice"]["mean"] == 0.9

@@ -15,6 +15,12 @@ Choices where the papers are silent:
   the maximum for distances and errors; none for raw axis lengths.
 * Lesions whose prediction file is missing (``--allow-missing``) are not evaluated:
   they are counted (``n_missing``) and excluded from every statistic.
+* A metric absent from a record (a ``metrics.csv`` written before that metric existed)
+  counts as NaN for that record.
+* The printed table names each distance and axis error by its definition
+  (:data:`TABLE_NOTES`, see :mod:`~.distances` and :mod:`~.metrics`): the HD95 and AVD
+  variants of the literature differ by up to a few tenths of a mm on small lesions, and
+  the two axis conventions by a pixel.
 """
 from __future__ import annotations
 
@@ -30,6 +36,14 @@ from nnunet_ulseg.evaluation.overlap import summarize
 DICE_THRESHOLDS = (0.8, 0.85)
 #: Order of the per-type columns (WSSS Table 4), then unknown.
 TYPE_ORDER = tuple(LESION_TYPES.values()) + (UNKNOWN_TYPE,)
+#: Definitions printed under the first table, one per distance/error column.
+TABLE_NOTES = (
+    "AvgHD: mean of the two directed mean surface distances",
+    "HD95: 95th percentile (nearest rank) of both directions' surface distances pooled",
+    "HD95max: max of the two directed 95th percentiles, linear (MONAI compute_hausdorff_distance)",
+    "AVD: Taha & Hanbury, max of the two directed mean distances over all pixels",
+    "long/short err: |p - r| / (|p| + |r|), ULS23 axes between boundary pixel centres",
+)
 
 
 def describe(values: Iterable[float], higher_is_better: bool | None) -> dict:
@@ -54,7 +68,7 @@ def dice_shares(dice: Sequence[float], thresholds: Sequence[float] = DICE_THRESH
 def group_summary(records: Sequence[dict]) -> dict:
     """Statistics of a group of evaluated lesions (records as in ``metrics.csv``, status ``ok``)."""
     def col(name):
-        return [float(r[name]) for r in records]
+        return [float(r.get(name, math.nan)) for r in records]
 
     return {
         "n_lesions": len(records),
@@ -107,16 +121,16 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def format_table(summary: dict) -> str:
     """The printed summary: an AHRNet Table 1 style block, a WSSS Table 4 style block and counts."""
     head = ["prediction", "n", "Precision %", "Recall %", "Dice %", "VS %", "AvgHD mm", "HD95 mm",
-            "Dice>=0.8", "Dice>=0.85", "long err", "short err"]
+            "HD95max mm", "AVD mm", "Dice>=0.8", "Dice>=0.85", "long err", "short err"]
     rows = []
     for name, s in summary.items():
         m = s["metrics"]
         share = s["dice_at_least"]
         rows.append([name, str(s["n_lesions"]), _pm(m["precision"], 100), _pm(m["recall"], 100),
                      _pm(m["dice"], 100), _pm(m["vs"], 100), _pm(m["avg_hd_mm"], 1, 2), _pm(m["hd95_mm"], 1, 2),
-                     _share(share.get("0.8")), _share(share.get("0.85")), _pm(m["long_err"], 1, 3),
+                     _pm(m["hd95_max_directed_mm"], 1, 2), _pm(m["avd_mm"], 1, 2), _share(share.get("0.8")), _share(share.get("0.85")), _pm(m["long_err"], 1, 3),
                      _pm(m["short_err"], 1, 3)])
-    part1 = _table(head, rows)
+    part1 = _table(head, rows) + "\n" + "\n".join(f"  {note}" for note in TABLE_NOTES)
 
     present = [t for t in TYPE_ORDER if t != UNKNOWN_TYPE or any(UNKNOWN_TYPE in s["by_type"] for s in summary.values())]
     head2 = ["Dice by type"] + [t.title() for t in present] + ["Total"]
