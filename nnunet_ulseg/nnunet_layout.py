@@ -385,25 +385,31 @@ class NNUNetPaths:
         be the user's own) and a warning names both files.
         """
         source = Path(source) if source is not None else self.raw_dataset(dataset).splits_file
-        splits = read_json_file(source)
-        if not isinstance(splits, list) or not all(isinstance(f, dict) for f in splits):
-            raise ValueError(f"{source}: expected a list of folds {{\"train\": [...], \"val\": [...]}}")
-        target = self.splits_file(dataset)
-        status = "installed"
-        if target.exists():
-            try:
-                same = read_json_file(target) == splits
-            except ValueError:
-                same = False
-            if same:
-                return "unchanged"
-            if not overwrite:
-                logger.warning("%s already holds a different split; it is kept (delete it to install %s)",
-                               target, source)
-                return "kept"
-            status = "replaced"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")
-        partial.write_text(json.dumps(splits, indent=1), encoding="utf-8")
-        os.replace(partial, target)
-        return status
+        return install_splits_file(source, self.splits_file(dataset), overwrite)
+
+
+def install_splits_file(source: str | os.PathLike, target: str | os.PathLike, overwrite: bool = False) -> str:
+    """Copy the split ``source`` to ``target`` unless a different split is there; see
+    :meth:`NNUNetPaths.install_splits` for the statuses returned."""
+    source, target = Path(source), Path(target)
+    splits = read_json_file(source)
+    if not isinstance(splits, list) or not all(isinstance(f, dict) for f in splits):
+        raise ValueError(f"{source}: expected a list of folds {{\"train\": [...], \"val\": [...]}}")
+    status = "installed"
+    if target.exists():
+        try:
+            same = read_json_file(target) == splits
+        except ValueError:
+            same = False
+        if same:
+            return "unchanged"
+        if not overwrite:
+            logger.warning("%s already holds a different split; it is kept (delete it to install %s)",
+                           target, source)
+            return "kept"
+        status = "replaced"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(json.dumps(splits, indent=1), encoding="utf-8")
+    os.replace(partial, target)
+    return status

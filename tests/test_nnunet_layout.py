@@ -186,3 +186,19 @@ def test_layout_module_imports_neither_torch_nor_nnunetv2():
     code = "import sys, nnunet_ulseg.nnunet_layout; print(sorted(m for m in ('torch', 'nnunetv2') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_converter_split_copy_keeps_a_different_installed_split_unless_overwrite(tmp_path, caplog):
+    from nnunet_ulseg.conversion.splits import write_splits
+
+    out = tmp_path / "raw" / "Dataset501_DeepLesion"
+    out.mkdir(parents=True)
+    installed = tmp_path / "pre" / "Dataset501_DeepLesion" / "splits_final.json"
+    installed.parent.mkdir(parents=True)
+    installed.write_text(json.dumps([{"train": ["mine"], "val": []}]))
+    new = [{"train": ["a"], "val": ["b"]}]
+    with caplog.at_level(logging.WARNING, logger="nnunet_ulseg"):
+        assert write_splits(new, out, str(tmp_path / "pre")) == [out / "splits_final.json"]
+    assert json.loads(installed.read_text()) == [{"train": ["mine"], "val": []}] and "kept" in caplog.text
+    assert write_splits(new, out, str(tmp_path / "pre"), overwrite=True)[1] == installed
+    assert json.loads(installed.read_text()) == new

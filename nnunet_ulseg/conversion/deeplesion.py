@@ -45,6 +45,8 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from nnunet_ulseg.nnunet_layout import DATASET_JSON, SPLITS_FILE
+
 from .context import channel_names
 from .dl_info import SPLIT_NAMES, LesionRecord, read_dl_info
 from .geometry import LESION_SIZE_RANGE, SCALE_POLICIES, CropBox, crop_box, crop_size_range, slice_to_crop
@@ -56,7 +58,7 @@ from .worker import TEST_DIRS, TRAIN_DIRS, LesionJob, SeriesTask, SliceJob, conv
 logger = logging.getLogger("nnunet_ulseg.conversion")
 
 OUTPUT_DIRS = (*TRAIN_DIRS, *TEST_DIRS)
-OUTPUT_FILES = ("dataset.json", "splits_final.json", "lesions.csv", "conversion_report.csv")
+OUTPUT_FILES = (DATASET_JSON, SPLITS_FILE, "lesions.csv", "conversion_report.csv")
 LABELS = {"background": 0, "lesion": 1, "ignore": 2}
 #: Spacing written for scale policy ``lesion`` so nnU-Net does not resample the crops again.
 NOMINAL_SPACING = (1.0, 1.0)
@@ -327,7 +329,8 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
     write_sidecar(out / "lesions.csv", rows)
     write_report(out / "conversion_report.csv", log.issues)
     splits = make_splits((r.case, assigned[r.patient]) for r in rows)
-    write_splits(splits, out, preprocessed_root_from_env())
+    # --overwrite replaces what this converter wrote before, the installed split included
+    write_splits(splits, out, preprocessed_root_from_env(), overwrite=overwrite)
     n_test = sum(r.split == "test" for r in rows)
     n_training = len(rows) - n_test
     if not splits[0]["val"]:

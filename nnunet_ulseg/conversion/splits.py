@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+
+from nnunet_ulseg import nnunet_layout as layout
+from nnunet_ulseg.nnunet_layout import RawDataset
 
 from .dl_info import SPLIT_NAMES
 
@@ -61,23 +62,24 @@ def make_splits(cases: Iterable[tuple[str, int]]) -> list[dict[str, list[str]]]:
 
 
 def write_splits(splits: list[dict[str, list[str]]], out_dir: str | Path,
-                 preprocessed_root: str | None = None) -> list[Path]:
+                 preprocessed_root: str | None = None, overwrite: bool = False) -> list[Path]:
     """Write ``splits_final.json`` into ``out_dir`` and, when given, ``<preprocessed_root>/<out_dir name>/``.
 
     The preprocessed copy is what nnU-Net reads (``nnUNet_preprocessed/DatasetXXX_Name``);
     it is only written when ``out_dir``'s name is a valid nnU-Net dataset folder name,
-    since nnU-Net could not find it otherwise.  Returns the paths written.
+    since nnU-Net could not find it otherwise, and a different split already there is
+    kept with a warning unless ``overwrite``
+    (:func:`nnunet_ulseg.nnunet_layout.install_splits_file`).  Returns the paths written.
     """
     out_dir = Path(out_dir)
-    written = [out_dir / "splits_final.json"]
+    written = [RawDataset(out_dir).splits_file]
     with open(written[0], "w") as f:
         json.dump(splits, f, indent=1)
     if preprocessed_root:
-        if re.fullmatch(r"Dataset\d{3}_.+", out_dir.name):
-            dest = Path(preprocessed_root) / out_dir.name
-            dest.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(written[0], dest / "splits_final.json")
-            written.append(dest / "splits_final.json")
+        if layout.DATASET_NAME.fullmatch(out_dir.name):
+            dest = Path(preprocessed_root) / out_dir.name / layout.SPLITS_FILE
+            if layout.install_splits_file(written[0], dest, overwrite) != "kept":
+                written.append(dest)
         else:
             logger.warning("output folder %r is not named DatasetXXX_Name: splits_final.json not copied to %s",
                            out_dir.name, preprocessed_root)
