@@ -4,15 +4,22 @@ For every predicted crop (``<case>.mha``, label 1 = lesion, everything else back
 the mask is pasted back into its key slice with the ``lesions.csv`` crop box (as in
 ``ulseg evaluate``) and measured with the true spacing ``(spacing_x, spacing_y)``:
 
-* RECIST long and short axis in mm (ULS23 definition, :func:`nnunet_ulseg.recist.mask_axes`)
-  of the largest 8-connected component, with its endpoints in 0-based key-slice pixels
-  ``x1 y1 x2 y2`` (so the measurement can be drawn on the original image);
+* RECIST long and short axis in mm (:func:`nnunet_ulseg.recist.mask_axes`) of the largest
+  8-connected component, with its endpoints in 0-based key-slice pixels ``x1 y1 x2 y2``
+  (so the measurement can be drawn on the original image), under both axis conventions:
+  ``long_mm``/``short_mm``/``long_axis_px``/``short_axis_px`` between the outer pixel
+  edges (``"edge"``: the physical extent, what calipers on the image measure; a single
+  pixel is 1 px long), and the same four with ``_uls23`` between boundary pixel centres
+  by ULS23's evaluator rule (``"uls23"``: about one pixel shorter; the numbers to compare
+  with ULS23 results);
 * ``area_mm2``: area of that largest component; ``total_area_mm2``: all components;
   ``components``: their number;
 * for comparison with what RECIST alone says: the annotation's ``recist_long_mm`` and
   ``recist_short_mm`` from the sidecar, the area of the RECIST ellipse
   ``pi/4 * long * short`` (mm²), the ULS23 symmetric axis errors of the mask's axes
-  against the annotation, and ``area_ratio = area_mm2 / recist_ellipse_area_mm2``.
+  against the annotation (under ``recist_convention``, by default ``"edge"``, like the
+  radiologist's calipers; ``"uls23"`` for marks derived with ULS23's rule), and
+  ``area_ratio = area_mm2 / recist_ellipse_area_mm2``.
 
 Choices: an empty prediction gives NaN axes, area 0 and 0 components (never an error);
 cases are the sidecar rows of ``split`` (``"all"`` for every row); a missing prediction
@@ -38,10 +45,12 @@ from nnunet_ulseg.evaluation.evaluate import (
     to_slice,
 )
 from nnunet_ulseg.evaluation.metrics import axis_error, lesion_type_name, measure_mask
+from nnunet_ulseg.recist import AXIS_CONVENTIONS
 
 MEASURE_COLUMNS = (
     "case", "split", "dl_row", "File_name", "lesion_type", "lesion_type_name", "status",
     "long_mm", "short_mm", "area_mm2", "total_area_mm2", "components", "long_axis_px", "short_axis_px",
+    "long_mm_uls23", "short_mm_uls23", "long_axis_px_uls23", "short_axis_px_uls23",
     "recist_long_mm", "recist_short_mm", "recist_ellipse_area_mm2", "long_err_recist", "short_err_recist",
     "area_ratio",
 )
@@ -59,8 +68,11 @@ def _points(endpoints, offset) -> str:
 
 def measure_folder(pred_dir: str | Path, sidecar: str | Path, out_csv: str | Path | None = None,
                    split: str | None = "test", allow_missing: bool = False, interpolation: str = "linear",
-                   file_ending: str = ".mha") -> list[dict]:
+                   file_ending: str = ".mha", recist_convention: str = "edge") -> list[dict]:
     """Measure every prediction of ``split`` (module docstring); write ``out_csv`` when given; return the rows."""
+    if recist_convention not in AXIS_CONVENTIONS:
+        raise ValueError(f"measure_folder: recist_convention must be one of {AXIS_CONVENTIONS}, "
+                         f"got {recist_convention!r}")
     pred_dir, sidecar = Path(pred_dir), Path(sidecar)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"{pred_dir}: no such folder")
@@ -83,19 +95,25 @@ def measure_folder(pred_dir: str | Path, sidecar: str | Path, out_csv: str | Pat
         if not path.is_file():
             rec.update(status="missing", long_mm=float("nan"), short_mm=float("nan"), area_mm2=float("nan"),
                        total_area_mm2=float("nan"), components="", long_axis_px="", short_axis_px="",
-                       long_err_recist=float("nan"), short_err_recist=float("nan"), area_ratio=float("nan"))
+                       long_mm_uls23=float("nan"), short_mm_uls23=float("nan"), long_axis_px_uls23="",
+                       short_axis_px_uls23="", long_err_recist=float("nan"), short_err_recist=float("nan"), area_ratio=float("nan"))
             out.append(rec)
             continue
         rows_w, cols_w = slice_window(row)
         mask = to_slice(crop_label(path, row), row, interpolation)[rows_w, cols_w]
-        m = measure_mask(mask, (row.spacing_x, row.spacing_y))
+        m = measure_mask(mask, (row.spacing_x, row.spacing_y), "edge")
+        u = measure_mask(mask, (row.spacing_x, row.spacing_y), "uls23")
+        k = m if recist_convention == "edge" else u
         offset = np.array([cols_w.start, rows_w.start], dtype=np.float64)
         ellipse = rec["recist_ellipse_area_mm2"]
         rec.update(status="ok", long_mm=m.long_mm, short_mm=m.short_mm, area_mm2=m.area_mm2,
                    total_area_mm2=m.total_area_mm2, components=m.components,
                    long_axis_px=_points(m.long_endpoints, offset), short_axis_px=_points(m.short_endpoints, offset),
-                   long_err_recist=axis_error(m.long_mm, row.long_mm),
-                   short_err_recist=axis_error(m.short_mm, row.short_mm),
+                   long_mm_uls23=u.long_mm, short_mm_uls23=u.short_mm,
+                   long_axis_px_uls23=_points(u.long_endpoints, offset),
+                   short_axis_px_uls23=_points(u.short_endpoints, offset),
+                   long_err_recist=axis_error(k.long_mm, row.long_mm),
+                   short_err_recist=axis_error(k.short_mm, row.short_mm),
                    area_ratio=m.area_mm2 / ellipse if ellipse > 0 else float("nan"))
         out.append(rec)
     if out_csv is not None:
