@@ -263,9 +263,9 @@ def test_evaluate_cli(data, tmp_path, capsys):
 
 def test_measure_library_and_cli(data, tmp_path, capsys):
     rows = data["rows"]
-    out = tmp_path / "m" / "measure.csv"
     assert cli(["measure", "--pred", str(data["raw"] / "pseudolabelsTs"), "--sidecar", str(data["sidecar"]),
-                "--out", str(out)]) == 0
+                "--out", str(tmp_path / "m")]) == 0
+    out = tmp_path / "m" / "measurements.csv"  # -o/--out is a folder; the table goes inside
     assert f"measured {len(rows)} lesion(s)" in capsys.readouterr().out
     with open(out, newline="") as f:
         table = list(csv.DictReader(f))

@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunet_ulseg.cli_args import add_chill, add_output_folder, check_output_folder
+
 #: :data:`nnunet_ulseg.postprocess.MODES`, spelled out so that building the parser stays cheap
 #: (no numpy/scipy import; a test checks that both agree).
 POSTPROCESS_CHOICES = ("none", "mark", "mark-ellipse", "mark-grabcut")
+#: the file ``ulseg measure`` writes inside its output folder
+MEASUREMENTS_CSV = "measurements.csv"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -21,8 +25,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="the converted dataset's lesions.csv (crop boxes, true spacing, RECIST, lesion type)")
     p.add_argument("--split", default="test",
                    help="sidecar split to use: train, val, test or all (default: test)")
-    p.add_argument("--allow-missing", action="store_true",
-                   help="count cases without a prediction file instead of stopping with an error")
+    add_chill(p)
     p.add_argument("--interpolation", choices=("linear", "nearest"), default="linear",
                    help="paste-back of crops into the key slice: bilinear + threshold 0.5 (default) or nearest")
     p.add_argument("--file-ending", default=".mha", help="file ending of crops (default: .mha)")
@@ -48,7 +51,7 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ref-format", choices=("auto", "crop", "png", "volume", "uls23", "sample"), default="auto",
                    help="kind of --ref folder (default: auto, detected from its files); crop = crop-geometry "
                         "<case>.mha pasted back like the predictions (lossy)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    add_output_folder(p, help="output folder (created): metrics.csv, summary.json, summary.txt, figures")
     p.add_argument("--names", nargs="+", metavar="NAME", help="display names of the prediction folders")
     p.add_argument("--images", type=Path, metavar="DIR",
                    help="CT crops <case>_0000.mha for the gallery (default: <ref>/../imagesTs)")
@@ -72,7 +75,7 @@ def add_measure_parser(subparsers) -> argparse.ArgumentParser:
                     "and the RECIST annotation's axes and ellipse area for comparison.",
     )
     p.add_argument("--pred", type=Path, required=True, metavar="DIR", help="prediction folder of <case>.mha crops")
-    p.add_argument("--out", type=Path, required=True, metavar="FILE.csv", help="CSV file to write")
+    add_output_folder(p, help=f"output folder (created): the table is written to OUT_DIR/{MEASUREMENTS_CSV}")
     _common(p)
     p.set_defaults(func=run_measure)
     return p
@@ -82,7 +85,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Handler of ``ulseg evaluate``: run :func:`~.evaluate.evaluate_folders` and print the table."""
     from nnunet_ulseg.evaluation.evaluate import evaluate_folders
 
-    result = evaluate_folders(args.pred, args.ref, args.sidecar, args.out, names=args.names, split=args.split,
+    out_dir = check_output_folder(args.out)
+    result = evaluate_folders(args.pred, args.ref, args.sidecar, out_dir, names=args.names, split=args.split,
                               images_dir=args.images, allow_missing=args.allow_missing,
                               interpolation=args.interpolation, file_ending=args.file_ending,
                               plots=not args.no_plots, postprocess=args.postprocess,
@@ -96,9 +100,10 @@ def run_measure(args: argparse.Namespace) -> int:
     """Handler of ``ulseg measure``: run :func:`~.measure.measure_folder` and print a one-line summary."""
     from nnunet_ulseg.evaluation.measure import measure_folder
 
-    rows = measure_folder(args.pred, args.sidecar, args.out, split=args.split, allow_missing=args.allow_missing,
+    target = check_output_folder(args.out) / MEASUREMENTS_CSV  # measure_folder creates the folder
+    rows = measure_folder(args.pred, args.sidecar, target, split=args.split, allow_missing=args.allow_missing,
                           interpolation=args.interpolation, file_ending=args.file_ending)
     ok = [r for r in rows if r["status"] == "ok"]
     empty = sum(r["components"] == 0 for r in ok)
-    print(f"measured {len(ok)} lesion(s) ({empty} empty, {len(rows) - len(ok)} missing) -> {args.out}")
+    print(f"measured {len(ok)} lesion(s) ({empty} empty, {len(rows) - len(ok)} missing) -> {target}")
     return 0
