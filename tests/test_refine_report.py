@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from nnunet_ulseg.evaluation.overlap import summarize
-from nnunet_ulseg.refine.report import build_report, score_training_labels, step_round
+from nnunet_ulseg.refine.report import build_report, format_report, score_training_labels, step_round
 from nnunet_ulseg.refine.rounds import refine
 from nnunet_ulseg.workflow.nnunet import NNUNetPaths
 from nnunet_ulseg.workflow.slice_scores import score_folder
@@ -110,3 +110,39 @@ def test_step_round_and_seconds_per_round(sample_run):
     for row in (r1, r2):
         assert set(by_hand[row["round"]]) <= set(steps)
         assert row["seconds"] == pytest.approx(sum(steps[k]["seconds"] for k in by_hand[row["round"]]))
+
+
+def test_report_against_png_references_equals_the_sample_truth(sample_run, tmp_path):
+    """``--truth`` with key-slice PNGs: the Masks_png instance tree scores as the sample; test-only PNGs leave
+    the training labels unscored (n = 0) but still score the test split."""
+    import json
+    import shutil
+
+    from nnunet_ulseg.conversion.sidecar import read_sidecar
+    from nnunet_ulseg.refine.rounds import RefineConfig
+
+    paths, result = sample_run["paths"], sample_run["result"]
+    manifest = json.loads(result.manifest.read_text())
+    tree = sample_run["sample"] / "Masks_png"
+    png = build_report(manifest, paths.raw, result.work_dir, tree, "png")
+    assert png["reference"]["kind"] == "png" and png["reference"]["geometry"] == "slice"
+    assert "truth: png reference (slice geometry)" in format_report(png)
+    for a, b in zip(png["rounds"], result.report["rounds"]):
+        for key in ("pseudo_mask_dice", "pseudo_mask_dice_labelled", "test_dice"):
+            assert a[key] == pytest.approx(b[key])
+    assert png["ellipse_test_dice"] == pytest.approx(result.report["ellipse_test_dice"])
+    # references for the test lesions only, flat File_name PNGs
+    test_rows = [r for r in read_sidecar(paths.raw / "Dataset501_Sample" / "lesions.csv") if r.split == "test"]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for r in test_rows:
+        folder = f"{r.patient:06d}_{r.study:02d}_{r.series:02d}"
+        shutil.copy2(tree / folder / f"{r.key_slice:03d}.png", flat / r.File_name)
+    partial = build_report(manifest, paths.raw, result.work_dir, flat)
+    assert partial["reference"]["kind"] == "png"
+    assert partial["rounds"][0]["pseudo_mask_dice"]["n"] == 0
+    assert partial["rounds"][0]["test_dice"] == pytest.approx(result.report["rounds"][0]["test_dice"])
+    with pytest.raises(ValueError, match="reference format"):
+        RefineConfig(dataset=1, trainer="T", truth=flat, ref_format="dicom").validate()
+    with pytest.raises(FileNotFoundError, match="masks.csv"):
+        RefineConfig(dataset=1, trainer="T", truth=flat, ref_format="sample").validate()

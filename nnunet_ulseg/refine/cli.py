@@ -41,8 +41,11 @@ def add_refine_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true",
                    help="parts > 0: keep serving later rounds instead of exiting after one round's share")
     p.add_argument("--truth", type=Path, default=None,
-                   help="generated sample folder (with masks.csv): report the Dice of each round's pseudo masks "
-                        "and of its model on the test split")
+                   help="reference masks, any kind ulseg evaluate reads (a make-sample folder with masks.csv, "
+                        "key-slice PNGs, NIfTI/MHA, ULS23 VOIs, <case>.mha crops): report the Dice of each round's "
+                        "pseudo masks and of its model on the test split, in key-slice geometry")
+    p.add_argument("--ref-format", choices=("auto", "crop", "png", "volume", "uls23", "sample"), default="auto",
+                   help="kind of --truth folder (default: auto, detected from its files)")
     p.add_argument("--postprocess", choices=POSTPROCESS_CHOICES, default="none", metavar="MODE",
                    help="post-process every prediction with its RECIST mark (lesions.csv) before it is used: the "
                         "training-case predictions before the round update and the test predictions that are "
@@ -97,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     args.fold, args.cross_val = refine_folds(args.folds, args.cross_val)
     options = {k: getattr(args, k) for k in (
         "configuration", "plans", "fold", "rounds", "cross_val", "num_parts", "part_id", "follow", "truth",
-        "init_from_previous", "checkpoint", "device", "num_processes", "num_gpus", "tta", "wait_timeout",
+        "ref_format", "init_from_previous", "checkpoint", "device", "num_processes", "num_gpus", "tta", "wait_timeout",
         "poll_interval", "postprocess")}
     try:
         refine(args.dataset, args.trainer, **options)

@@ -11,14 +11,19 @@ without saying how convergence was judged.  We report, per round r:
   ``train_r``, ``test_r``, ``predict_r``, ...), finished ones only;
 * ``fallback_cases``: cases whose prediction missed the ellipse entirely, so that the
   ellipse was kept as foreground (:func:`~nnunet_ulseg.pseudo_masks.update.update_pseudo_mask`);
-* with ``truth`` (a generated sample with ``masks.csv``), in the original slice geometry:
+* with ``truth`` (a reference folder of any kind ``ulseg evaluate`` reads, ``ref_format``
+  as ``--ref-format``: a generated sample's ``masks.csv``, key-slice PNGs, NIfTI/MHA, ULS23
+  VOIs, crops; :mod:`nnunet_ulseg.evaluation.references`), in the original slice geometry:
   ``pseudo_mask_dice``, Dice of round r's training labels (``== 1``) on all training cases
   (train and val of the split); ``pseudo_mask_dice_labelled``, the same Dice over the pixels
   that are *not* ignore, i.e. of what the labels actually teach (equal in round 1; the
   plain Dice falls as soon as ignore pixels appear, because they count as missed lesion);
   and ``test_dice``, Dice of round r's model on the test
   split, both by :func:`nnunet_ulseg.workflow.slice_scores.score_folder`; and once,
-  ``ellipse_test_dice``, the test split's RECIST ellipses as a baseline.
+  ``ellipse_test_dice``, the test split's RECIST ellipses as a baseline.  Lesions without a
+  reference are left out of these scores (real references cover part of the lesions,
+  often the test split only: then the pseudo-mask Dice has ``n = 0``); ``reference`` says
+  which kind, geometry and folder were used.
 """
 from __future__ import annotations
 
@@ -28,13 +33,17 @@ from pathlib import Path
 
 from nnunet_ulseg.conversion.sidecar import read_sidecar
 from nnunet_ulseg.evaluation.overlap import summarize
+from nnunet_ulseg.evaluation.references import open_reference
 from nnunet_ulseg.refine.manifest import read_json, write_json_atomic
 from nnunet_ulseg.workflow.slice_scores import score_folder
 
 
 def build_report(manifest: dict, raw_root: str | os.PathLike, work_dir: str | os.PathLike,
-                 truth: str | os.PathLike | None = None) -> dict:
-    """The report of a refinement run from its manifest data (and the files it names)."""
+                 truth: str | os.PathLike | None = None, ref_format: str = "auto") -> dict:
+    """The report of a refinement run from its manifest data (and the files it names).
+
+    ``truth``: reference folder, read as ``ref_format`` (module docstring).
+    """
     raw_root, work_dir = Path(raw_root), Path(work_dir)
     args, steps = manifest["arguments"], manifest["steps"]
     base = manifest["rounds"]["1"]["dataset_name"]
@@ -55,17 +64,18 @@ def build_report(manifest: dict, raw_root: str | os.PathLike, work_dir: str | os
                "seconds": sum(info.get("seconds", 0.0) for name, info in steps.items() if step_round(name) == r)}
         if truth is not None:
             row["pseudo_mask_dice"], row["pseudo_mask_dice_labelled"] = score_training_labels(
-                raw_root / entry["dataset_name"] / "labelsTr", sidecar, truth, ending)
+                raw_root / entry["dataset_name"] / "labelsTr", sidecar, truth, ending, ref_format)
             if f"test_{r}" in steps:
                 row["test_dice"] = score_folder(work_dir / steps[f"test_{r}"]["predictions"], sidecar, truth,
-                                                "test", ending)["summary"]
+                                                "test", ending, ref_format=ref_format)["summary"]
         rows.append(row)
     report = {"dataset": base, "arguments": args, "work_dir": str(work_dir), "rounds": rows}
     if truth is not None:
         report["truth"] = str(truth)
+        report["reference"] = open_reference(truth, ref_format, read_sidecar(sidecar), ending).describe()
         if (raw_root / base / "pseudolabelsTs").is_dir():
             report["ellipse_test_dice"] = score_folder(raw_root / base / "pseudolabelsTs", sidecar, truth, "test",
-                                                       ending)["summary"]
+                                                       ending, ref_format=ref_format)["summary"]
     return report
 
 
@@ -76,8 +86,11 @@ def step_round(step: str) -> int | None:
 
 
 def score_training_labels(label_dir: str | os.PathLike, sidecar: str | os.PathLike,
-                          truth: str | os.PathLike, file_ending: str = ".mha") -> tuple[dict, dict]:
+                          truth: str | os.PathLike, file_ending: str = ".mha",
+                          ref_format: str = "auto") -> tuple[dict, dict]:
     """Dice summaries of the lesion label (== 1) of every training case (every non-test sidecar split).
+
+    Cases without a reference in ``truth`` (read as ``ref_format``) are left out.
 
     Returns ``(plain, labelled)``: Dice with ignore pixels counted as not-lesion, and Dice
     over the non-ignore pixels only (see :func:`~nnunet_ulseg.workflow.slice_scores.score_folder`).
@@ -85,7 +98,7 @@ def score_training_labels(label_dir: str | os.PathLike, sidecar: str | os.PathLi
     splits = sorted({row.split for row in read_sidecar(sidecar) if row.split != "test"})
     lesions = []
     for split in splits:
-        lesions += score_folder(label_dir, sidecar, truth, split, file_ending)["per_lesion"]
+        lesions += score_folder(label_dir, sidecar, truth, split, file_ending, ref_format=ref_format)["per_lesion"]
     return summarize([r["dice"] for r in lesions]), summarize([r["dice_labelled"] for r in lesions])
 
 
@@ -114,6 +127,10 @@ def format_report(report: dict) -> str:
     if truth:
         lines.append("  pseudo Dice: lesion label vs truth, ignore counted as not-lesion; labelled: the same over "
                      "the non-ignore pixels (what the labels teach)")
+        ref = report.get("reference")
+        if ref:
+            lines.append(f"  truth: {ref['kind']} reference ({ref['geometry']} geometry) in {ref['folder']}; "
+                         "scored in key-slice geometry")
     lines.append(f"  report: {Path(report['work_dir']) / 'refine_report.json'}")
     return "\n".join(lines)
 

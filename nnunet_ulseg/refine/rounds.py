@@ -103,6 +103,7 @@ class RefineConfig:
     num_parts: int = 1
     part_id: int = 0
     truth: Path | None = None
+    ref_format: str = "auto"
     init_from_previous: bool = False
     plans: str = "nnUNetPlans"
     checkpoint: str = "checkpoint_final.pth"
@@ -129,8 +130,10 @@ class RefineConfig:
         if self.postprocess not in POSTPROCESS_MODES:
             raise ValueError(f"unknown post-processing mode {self.postprocess!r}; choose one of "
                              f"{', '.join(POSTPROCESS_MODES)}")
-        if self.truth is not None and not (Path(self.truth) / "masks.csv").exists():
-            raise FileNotFoundError(f"{self.truth} has no masks.csv: --truth needs a sample made by ulseg make-sample")
+        if self.truth is not None:
+            from nnunet_ulseg.evaluation.references import check_reference_folder
+
+            check_reference_folder(self.truth, self.ref_format)
 
     @property
     def folds(self) -> list[int | str]:
@@ -272,7 +275,7 @@ class Refinement:
                 start = time.perf_counter()
                 info = step.run(redo) or {}
                 m.finish(step.name, time.perf_counter() - start, info)
-            report = build_report(m.data, self.paths.raw, self.work, self.cfg.truth)
+            report = build_report(m.data, self.paths.raw, self.work, self.cfg.truth, self.cfg.ref_format)
             write_report(report, self.work / "refine_report.json")
             self.say(format_report(report))
             if self.cfg.postprocess != "none":

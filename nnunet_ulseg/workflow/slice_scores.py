@@ -67,10 +67,12 @@ def score_folder(mask_dir: str | Path, sidecar: str | Path, truth: str | Path,
     if images_dir is None:  # the converted dataset's own crops, next to its lesions.csv
         images_dir = Path(sidecar).parent / ("imagesTs" if split == "test" else "imagesTr")
     mask_dir = Path(mask_dir)
-    rows = [row for row in read_sidecar(sidecar) if row.split == split]
+    all_rows = read_sidecar(sidecar)
+    rows = [row for row in all_rows if row.split == split]
     if not rows:
         raise ValueError(f"no {split} cases in {sidecar}")
-    reference = open_reference(truth, ref_format, rows, file_ending)
+    # the kind is detected on every row: a reference set may cover another split only
+    reference = open_reference(truth, ref_format, all_rows, file_ending)
     per_lesion, without = [], []
     for row in rows:
         got = reference.get(row)

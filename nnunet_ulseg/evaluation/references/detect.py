@@ -95,3 +95,24 @@ def open_reference(folder: str | Path, ref_format: str = "auto", rows: Sequence[
     if kind == "sample":
         return SampleReference(folder)
     return VolumeReference(folder, kind)
+
+
+def check_reference_folder(folder: str | Path, ref_format: str = "auto") -> Path:
+    """Early checks of a reference folder before any work (``ulseg refine --truth``), without the sidecar rows.
+
+    ``ValueError`` for an unknown format; ``FileNotFoundError`` for a missing or empty
+    folder, or ``sample`` without ``masks.csv``.  Which lesions it covers is only known
+    when it is read with the rows (:func:`open_reference`).
+    """
+    folder = Path(folder)
+    if ref_format not in REF_FORMATS:
+        raise ValueError(f"reference format must be one of {', '.join(REF_FORMATS)}, got {ref_format!r}")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such reference folder")
+    if ref_format == "sample" and not (folder / "masks.csv").is_file():
+        raise FileNotFoundError(f"{folder} has no masks.csv: --ref-format sample needs a folder made by "
+                                "ulseg make-sample")
+    if not any(folder.iterdir()):
+        raise FileNotFoundError(f"{folder}: empty reference folder (give key-slice PNGs, NIfTI/MHA masks, ULS23 "
+                                "VOIs, <case>.mha crops or a make-sample folder with masks.csv)")
+    return folder
