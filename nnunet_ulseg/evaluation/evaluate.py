@@ -86,17 +86,27 @@ DEFINITIONS = {
     "labels": "label 1 = lesion; 0, 2 (ignore) and any other value = background",
     "precision": "TP / (TP + FP); NaN for an empty prediction",
     "recall": "TP / (TP + FN); NaN for an empty reference",
-    "dice": "2TP / (2TP + FP + FN); 1 when both masks are empty, 0 when exactly one is",
+    "dice": "2TP / (2TP + FP + FN); 1 when both masks are empty, 0 when exactly one is "
+            "(nnU-Net's compute_metrics gives NaN when both are empty and averages with nanmean)",
     "vs": "1 - |FN - FP| / (2TP + FP + FN); 1 when both are empty",
     "surface": "foreground pixels with a 4-neighbour in the background (outside the image = background); "
-               "pixel centres, Euclidean mm",
-    "avg_hd_mm": "mean of the two directed average surface distances (pred->ref, ref->pred)",
-    "hd95_mm": "95th percentile (nearest rank, ceil(0.95 n)-th smallest) of the pooled distances of both directions",
+               "pixel centres, Euclidean mm (medpy's and MONAI's edges)",
+    "avg_hd_mm": "surface average Hausdorff: mean of the two directed mean surface distances (pred->ref, ref->pred)",
+    "hd95_mm": "pooled HD95: 95th percentile (nearest rank, ceil(0.95 n)-th smallest) of the surface distances "
+               "of both directions pooled (medpy's hd95 pools the same values, interpolating linearly)",
+    "hd95_max_directed_mm": "max-directed HD95: the larger of the two directed 95th percentiles, linear "
+                            "interpolation (MONAI compute_hausdorff_distance(percentile=95))",
     "hd_mm": "maximum of the pooled surface distances (Hausdorff distance)",
+    "avd_mm": "Taha & Hanbury's AVD: max of the two directed mean distances over all foreground pixels "
+              "(pixels inside the other mask count 0)",
+    "avd_mean_mm": "the same two directed means averaged (EvaluateSegmentation's AVGDIST)",
     "distances_empty": "NaN when either mask is empty",
-    "axes": "ULS23 RECIST long/short axis (nnunet_ulseg.recist.mask_axes) of the largest 8-connected component",
-    "long_err/short_err": "|pred - ref| / (|pred| + |ref|) (ULS23)",
-    "*_err_recist": "same error against the RECIST mark's long_mm/short_mm from lesions.csv",
+    "axes": "RECIST long/short axis (nnunet_ulseg.recist.mask_axes) of the largest 8-connected component; "
+            "*_long_mm/*_short_mm: ULS23's evaluator rule between boundary pixel centres (convention uls23); "
+            "*_long_edge_mm/*_short_edge_mm: between outer pixel edges (convention edge, ~1 px longer)",
+    "long_err/short_err": "|pred - ref| / (|pred| + |ref|) of the uls23 axes (ULS23's SAPE before min(1, .)); "
+                          "long_err_edge/short_err_edge: the same of the edge axes",
+    "*_err_recist": "same error against the RECIST mark's long_mm/short_mm from lesions.csv, edge axes",
     "std": "population standard deviation (ddof=0); NaN values excluded and counted as n_nan",
     "dice_at_least": f"share of evaluated lesions with Dice >= {', '.join(str(t) for t in DICE_THRESHOLDS)}",
     "missing": "prediction file missing (--allow-missing): counted, excluded from statistics",
