@@ -36,7 +36,7 @@ from nnunet_ulseg.evaluation.references import (
     open_reference,
     write_reference_crops,
 )
-from nnunet_ulseg.recist import Recist, ellipse_mask
+from nnunet_ulseg.recist import Recist
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nnunet_ulseg"
 

@@ -167,16 +167,14 @@ def _short_schedule(epochs: int | None, iterations: int | None):
 
 
 def evaluate_demo(exp: Experiment, sample: Path, predictions: dict[int, Path], out_dir: Path):
-    """``ulseg evaluate`` on each round's model and on the ellipse pseudo masks, true masks as reference."""
+    """``ulseg evaluate`` on each round's model and on the ellipse pseudo masks, the sample's true masks as
+    reference, read in key-slice geometry (no crop round trip)."""
     from nnunet_ulseg.evaluation.evaluate import evaluate_folders
-    from nnunet_ulseg.evaluation.references import write_reference_crops
 
     sidecar = exp.raw / "lesions.csv"
-    truth = out_dir.parent / "truthTs"
-    write_reference_crops(sample, sidecar, truth, split="test")
-    return evaluate_folders([*predictions.values(), exp.raw / "pseudolabelsTs"], truth, sidecar, out_dir,
+    return evaluate_folders([*predictions.values(), exp.raw / "pseudolabelsTs"], sample, sidecar, out_dir,
                             names=[f"round {r}" for r in predictions] + ["ellipse"], split="test",
-                            images_dir=exp.raw / "imagesTs")
+                            images_dir=exp.raw / "imagesTs", ref_format="sample")
 
 
 def format_result(result: DemoResult, trainer: str) -> str:
