@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,18 +21,17 @@ def planned_sample(root: Path, lesions: int, seed: int, dataset_id: int, preproc
     """
     from nnunet_ulseg.conversion.deeplesion import convert_deeplesion
     from nnunet_ulseg.demo import make_sample
+    from nnunet_ulseg.nnunet_layout import EXT_TRAINER_VARIABLE, NNUNET_VARIABLES, dataset_folder_name
     from nnunet_ulseg.workflow.nnunet import NNUNetPaths, console_script
 
     paths = NNUNetPaths.under(root).create()
     env = paths.environ(num_processes=num_processes)
-    os.environ.update({k: env[k] for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results",
-                                           "nnUNet_extTrainer")})
-    name = f"Dataset{dataset_id:03d}_Bench"
+    os.environ.update({k: env[k] for k in (*NNUNET_VARIABLES, EXT_TRAINER_VARIABLE)})
+    name = dataset_folder_name(dataset_id, "Bench")
     raw = paths.raw / name
     sample = make_sample(root / "deeplesion", n_lesions=lesions, seed=seed, progress=False)
     convert_deeplesion(sample, raw, num_processes=num_processes, progress=False)
-    (paths.preprocessed / name).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(raw / "splits_final.json", paths.preprocessed / name / "splits_final.json")
+    paths.install_splits(name, overwrite=True)  # the benchmark's own folders, just converted
     cmd = [console_script("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", "2d",
            "-np", str(num_processes)]
     if not preprocess:

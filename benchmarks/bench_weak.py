@@ -75,6 +75,7 @@ def main() -> None:
             setattr(args, key, value)
 
     from nnunet_ulseg.demo import make_sample
+    from nnunet_ulseg.nnunet_layout import RawDataset
     from nnunet_ulseg.workflow.experiment import Experiment
     from nnunet_ulseg.workflow.nnunet import NNUNetPaths, default_device
     from nnunet_ulseg.workflow.slice_scores import score_folder
@@ -107,7 +108,7 @@ def main() -> None:
                 results.add(f"{name} + {mode}", lambda: score_folder(pred, sidecar, sample, postprocess=mode),
                             seconds=results.seconds.get(name))
 
-    n_test = len(list((exp.raw / "imagesTs").glob("*_0000.mha")))
+    n_test = len(RawDataset(exp.raw).cases(test=True))
 
     def train_and_score(trainer: str) -> dict:
         """Train and predict unless done already (a row saved by an older version is only re-scored)."""

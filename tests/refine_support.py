@@ -14,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_ulseg.conversion.sidecar import LesionRow, write_sidecar
+from nnunet_ulseg.nnunet_layout import case_from_filename, dataset_folder_name, image_filename
 
 SIZE = 16
 LABELS = {"background": 0, "lesion": 1, "ignore": 2}
@@ -42,7 +43,7 @@ def disk(cx=8, cy=8, r=4) -> np.ndarray:
 def write_tiny_dataset(raw_root, dataset_id=501, name="Tiny", n_patients=6, per_patient=2, n_test=2,
                        sidecar=True) -> Path:
     """A round-1 raw dataset: ``P<p>L<l>`` cases, disk ellipses, 1-fold split, optional lesions.csv."""
-    raw = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
+    raw = Path(raw_root) / dataset_folder_name(dataset_id, name)
     for sub in ("imagesTr", "labelsTr", "imagesTs", "pseudolabelsTs"):
         (raw / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -138,8 +139,7 @@ class FakeBackend:
             (data / f"{label.name[:-len('.mha')]}.pkl").write_text("properties")
 
     def fold_dir(self, dataset, fold) -> Path:
-        return (self.paths.results / dataset / f"{self.trainer}__{self.plans}__{self.configuration}"
-                / f"fold_{fold}")
+        return self.paths.fold_dir(dataset, self.trainer, self.plans, self.configuration, fold)
 
     def train(self, dataset, fold, pretrained=None):
         out = self.fold_dir(dataset, fold)
@@ -153,10 +153,10 @@ class FakeBackend:
     def predict(self, dataset, folds, input_dir, output_dir, num_parts=1, part_id=0):
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        cases = sorted({p.name[:-len("_0000.mha")] for p in Path(input_dir).glob("*_0000.mha")})
+        cases = sorted({case_from_filename(p.name, ".mha") for p in Path(input_dir).glob("*_0000.mha")})
         mine = cases[part_id::num_parts]
         for i, case in enumerate(mine):
-            shape = read_image(Path(input_dir) / f"{case}_0000.mha").shape[-2:]
+            shape = read_image(Path(input_dir) / image_filename(case, ".mha")).shape[-2:]
             write_image(output_dir / f"{case}.mha", fake_prediction(case, dataset, shape))
             if i == 0:
                 self._called("predict", dataset, tuple(folds), Path(input_dir).name, num_parts, part_id,

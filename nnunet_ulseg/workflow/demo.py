@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nnunet_ulseg.nnunet_layout import dataset_folder_name
 from nnunet_ulseg.workflow.cli import DEFAULTS
 from nnunet_ulseg.workflow.experiment import Experiment
 from nnunet_ulseg.workflow.nnunet import NNUNetPaths, default_device
@@ -60,7 +61,7 @@ class DemoConfig:
 
     @property
     def dataset_name(self) -> str:
-        return f"Dataset{self.dataset_id:03d}_DeepLesionDemo"
+        return dataset_folder_name(self.dataset_id, "DeepLesionDemo")
 
 
 @dataclass

@@ -6,7 +6,6 @@ folder.  Each step is the real ``nnUNetv2_*`` command (see :mod:`.nnunet`).
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,7 +38,7 @@ class Experiment:
 
     def results(self, trainer: str, fold: int | str = 0, plans: str = "nnUNetPlans",
                 configuration: str = "2d") -> Path:
-        return self.paths.results / self.dataset_name / f"{trainer}__{plans}__{configuration}" / f"fold_{fold}"
+        return self.paths.fold_dir(self.dataset_name, trainer, plans, configuration, fold)
 
     def convert(self, deeplesion_dir: Path, progress: bool = True, **kwargs):
         """Convert a DeepLesion-format folder into this dataset; install its split as fold 0."""
@@ -50,11 +49,13 @@ class Experiment:
         self.install_splits()
         return result
 
-    def install_splits(self) -> None:
-        """Copy the raw dataset's ``splits_final.json`` to where nnU-Net reads it."""
-        target = self.paths.preprocessed / self.dataset_name
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(self.raw / "splits_final.json", target / "splits_final.json")
+    def install_splits(self) -> str:
+        """Copy the raw dataset's ``splits_final.json`` to where nnU-Net reads it.
+
+        It replaces whatever split is there: :meth:`convert` has just rewritten the raw
+        dataset these folders hold, so an older split would name cases that are gone.
+        """
+        return self.paths.install_splits(self.dataset_name, overwrite=True)
 
     def plan_and_preprocess(self, configuration: str = "2d") -> None:
         self.backend(configuration=configuration).plan_and_preprocess(self.dataset_name)
