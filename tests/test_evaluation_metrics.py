@@ -55,11 +55,12 @@ def test_rectangle_axes_by_hand_isotropic_and_anisotropic_edge_convention():
     assert r.area_mm2 == pytest.approx(40.0)
 
 
-def test_rectangle_axes_by_hand_uls23_convention_is_the_default():
+def test_rectangle_axes_by_hand_uls23_convention():
     # the same 10 x 4 rectangle between boundary pixel centres: corners (2, 3) and (11, 6) -> sqrt(9² + 3²);
     # (-1, 3) is exactly perpendicular to (9, 3) and joins boundary pixels (3, 3) and (2, 6): sqrt(10)
     m = box((12, 16), 3, 2, 4, 10)
-    r = measure_mask(m, (1.0, 1.0))
+    assert measure_mask(m, (1.0, 1.0)).convention == "edge"  # the default keeps earlier callers' numbers
+    r = measure_mask(m, (1.0, 1.0), "uls23")
     assert r.convention == "uls23"
     assert r.long_mm == pytest.approx(math.sqrt(90)) and r.short_mm == pytest.approx(math.sqrt(10))
     np.testing.assert_allclose(r.long_endpoints, [[2, 3], [11, 6]])
@@ -68,7 +69,7 @@ def test_rectangle_axes_by_hand_uls23_convention_is_the_default():
     # would need 16/3 columns per row; the best pair step is (-5, 1) px = (-2.5, 2) mm, 1.79 degrees off
     # (e.g. boundary pixels (7, 3) and (2, 4)), so ULS23's tolerance widens to 2 degrees, which admits
     # nothing else (the next best, (-9, 2) px, is 4.76 degrees off)
-    r = measure_mask(m, (0.5, 2.0))
+    r = measure_mask(m, (0.5, 2.0), "uls23")
     assert r.long_mm == pytest.approx(7.5)
     assert r.short_mm == pytest.approx(math.hypot(2.5, 2.0))
     with pytest.raises(ValueError, match="convention"):
@@ -103,7 +104,7 @@ def test_ellipse_and_rotated_shape_axes_edge_convention():
 
 def test_measure_uses_largest_component_and_reports_count():
     m = box((30, 30), 3, 2, 4, 10) | box((30, 30), 20, 20, 2, 2)
-    r = measure_mask(m, (0.5, 2.0))
+    r = measure_mask(m, (0.5, 2.0), "uls23")
     only = mask_axes(box((30, 30), 3, 2, 4, 10), (0.5, 2.0), convention="uls23")
     assert r.components == 2
     assert r.long_mm == pytest.approx(only.long_mm) and r.short_mm == pytest.approx(only.short_mm)

@@ -99,13 +99,15 @@ class MaskMeasurement:
     components: int
     long_endpoints: np.ndarray | None
     short_endpoints: np.ndarray | None
-    convention: str = "uls23"
+    convention: str = "edge"
 
 
-def measure_mask(mask: np.ndarray, spacing: Sequence[float], convention: str = "uls23") -> MaskMeasurement:
+def measure_mask(mask: np.ndarray, spacing: Sequence[float], convention: str = "edge") -> MaskMeasurement:
     """Long/short axis (largest component, ``convention``), areas in mm² and component count of a 2D mask.
 
-    The default is ULS23's pixel-centre convention, the one its axis errors use.
+    The default, ``"edge"``, is :func:`~nnunet_ulseg.recist.mask_axes`' (the physical extent,
+    and what every earlier caller measured); numbers to compare with ULS23 ask for ``"uls23"``,
+    as :func:`lesion_metrics` does for ``long_err``/``short_err``.
     """
     if convention not in AXIS_CONVENTIONS:
         raise ValueError(f"measure_mask: convention must be one of {AXIS_CONVENTIONS}, got {convention!r}")
