@@ -209,7 +209,8 @@ def plot_gallery(rows: Mapping[str, Sequence[GalleryPanel]], path: str | Path) -
             if p.spacing is not None:
                 _draw_scale_bar(ax, h, w, p.spacing)
             ax.text(0.04, 0.94, f"{p.dice:.3f}", color="white", fontsize=11, fontweight="bold",
-                    transform=ax.transAxes, va="top")
+                    transform=ax.transAxes, va="top",
+                    bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none", "pad": 1.5})
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
             ax.set_xticks([])
