@@ -79,7 +79,7 @@ from nnunet_ulseg.refine.parts import (collect_predictions, mark_part_done, miss
                                        part_cases, part_done, part_folder, wait_until)
 from nnunet_ulseg.refine.report import build_report, format_report, write_report
 from nnunet_ulseg.refine.splits import NUM_FOLDS, crossval_splits, is_crossval_partition, patients_from_sidecar
-from nnunet_ulseg.nnunet_layout import NNUNetEnvironmentError, RawDataset
+from nnunet_ulseg.nnunet_layout import NNUNetEnvironmentError, RawDataset, case_from_filename
 from nnunet_ulseg.workflow.nnunet import NNUNetPaths, default_device
 
 CROSSVAL_BACKUP = "splits_final.before_ulseg_crossval.json"
@@ -110,7 +110,8 @@ class RefineConfig:
     device: str | None = None
     num_processes: int = 2
     num_gpus: int = 1
-    tta: bool | None = None
+    #: mirroring TTA in every nnUNetv2_predict call, on by default as in nnU-Net (--disable_tta turns it off)
+    tta: bool = True
     wait_timeout: float = 48 * 3600.0
     poll_interval: float = 30.0
     follow: bool = False
@@ -422,7 +423,7 @@ class Refinement:
                              out)
         if self.cfg.postprocess == "none":
             return {"predictions": Path(os.path.relpath(out, self.work)).as_posix()}
-        files = {p.name[:-len(self.ending)]: p for p in sorted(out.iterdir())
+        files = {case_from_filename(p.name, self.ending, channel=False): p for p in sorted(out.iterdir())
                  if p.is_file() and p.name.endswith(self.ending)}
         _, info = self._postprocess(files, out.with_name(f"test_predictions_{self.cfg.postprocess}"), "imagesTs")
         return {"predictions": info["folder"], "postprocess": info,
@@ -467,8 +468,9 @@ class Refinement:
             source.mkdir(parents=True)
             wanted = set(cases)
             for f in raw_images.iterdir():
-                if f.name.endswith(self.ending) and f.name[: -len(self.ending) - 5] in wanted:
-                    link_file(f, source / f.name)
+                with contextlib.suppress(ValueError):  # not an image of this dataset
+                    if case_from_filename(f.name, self.ending) in wanted:
+                        link_file(f, source / f.name)
         else:
             source = raw_images
         if mine:
