@@ -352,12 +352,16 @@ def test_score_folder_reports_uls23_axis_errors(tmp_path):
     p[10:20, 12:20] = 1
     write_pred(pred / "a.mha", p)
     lesion = score_folder(pred, tmp_path / "lesions.csv", sample, "test")["per_lesion"][0]
-    # the axes of an a x b block (a <= b) are about its diagonal d and the longest chord across it, a d / b
-    # (the exact lengths depend on the boundary convention, issue 11); narrowing costs the short axis more
-    d_true, d_pred = math.hypot(10, 10), math.hypot(10, 8)
-    s_true, s_pred = d_true, 8 * d_pred / 10
-    assert lesion["long_err"] == pytest.approx((d_true - d_pred) / (d_true + d_pred), abs=0.005)
-    assert lesion["short_err"] == pytest.approx((s_true - s_pred) / (s_true + s_pred), abs=0.005)
+    # ULS23's convention measures between boundary pixel centres: the long axis of a w x h block is the
+    # centre diagonal hypot(w - 1, h - 1); the short axis is the one mask_axes(convention="uls23") gives
+    # (tested by hand in test_recist.py)
+    from nnunet_ulseg.recist import mask_axes
+
+    d_true, d_pred = math.hypot(9, 9), math.hypot(9, 7)
+    s_true = mask_axes(truth.astype(bool), convention="uls23").short_mm
+    s_pred = mask_axes(p.astype(bool), convention="uls23").short_mm
+    assert lesion["long_err"] == pytest.approx((d_true - d_pred) / (d_true + d_pred), abs=1e-9)
+    assert lesion["short_err"] == pytest.approx((s_true - s_pred) / (s_true + s_pred), abs=1e-9)
     assert lesion["short_err"] > 2 * lesion["long_err"]
     write_pred(pred / "a.mha", truth)
     assert score_folder(pred, tmp_path / "lesions.csv", sample, "test")["long_err"]["mean"] == 0.0

@@ -28,11 +28,13 @@ __all__ = ["TrueMasks", "read_crop_mask", "score_folder"]
 def _axis_errors(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float]) -> tuple[float, float]:
     """ULS23's SAPE ``|p - t| / (|p| + |t|)`` of the long and short axes (mm, largest components).
 
+    Axes follow ULS23's own evaluator (``convention="uls23"``: boundary pixel centres, see
+    :func:`nnunet_ulseg.recist.mask_axes`), so these errors compare with ULS23's leaderboard.
     An empty prediction (or reference) scores 1.0, the most ULS23's ``min(1, SAPE)`` gives.
     """
     from nnunet_ulseg.evaluation.metrics import axis_error, measure_mask
 
-    mp, mr = measure_mask(pred, spacing), measure_mask(ref, spacing)
+    mp, mr = measure_mask(pred, spacing, convention="uls23"), measure_mask(ref, spacing, convention="uls23")
     if mp.components == 0 or mr.components == 0:
         return 1.0, 1.0
     return min(1.0, axis_error(mp.long_mm, mr.long_mm)), min(1.0, axis_error(mp.short_mm, mr.short_mm))
