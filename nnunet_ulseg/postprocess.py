@@ -63,6 +63,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_ulseg.recist import Ellipse, Recist, ellipse_mask, ellipse_params, rasterize_ellipse
+from nnunet_ulseg.nnunet_layout import image_filename
 
 #: Named post-processing modes of ``ulseg evaluate/refine/postprocess --postprocess``.
 MODES = ("none", "mark", "mark-ellipse", "mark-grabcut")
@@ -293,7 +294,7 @@ def read_crop_image(images_dir: str | os.PathLike, case: str, file_ending: str =
     """Channel 0 (the key slice) of ``<images_dir>/<case>_0000<file_ending>`` as a 2D HU array."""
     import SimpleITK as sitk
 
-    path = os.path.join(images_dir, f"{case}_0000{file_ending}")
+    path = os.path.join(images_dir, image_filename(case, file_ending))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no image {path} for case {case} (needed by the grabcut post-processing)")
     array = sitk.GetArrayFromImage(sitk.ReadImage(path))

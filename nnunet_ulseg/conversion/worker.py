@@ -24,6 +24,7 @@ from .dl_info import slice_png_name
 from .geometry import CropBox, crop_png_to_hu
 from .io import read_png, write_mha
 from .report import Issue, LesionError
+from nnunet_ulseg.nnunet_layout import image_filename
 
 TRAIN_DIRS = ("imagesTr", "labelsTr")
 TEST_DIRS = ("imagesTs", "pseudolabelsTs")
@@ -97,7 +98,7 @@ class LesionResult:
 def output_paths(out_dir: str, case_id: str, n_channels: int, test: bool) -> tuple[list[str], str]:
     """``(image paths per channel, label path)`` of a case in the nnU-Net raw layout."""
     img_dir, lab_dir = TEST_DIRS if test else TRAIN_DIRS
-    images = [os.path.join(out_dir, img_dir, f"{case_id}_{c:04d}.mha") for c in range(n_channels)]
+    images = [os.path.join(out_dir, img_dir, image_filename(case_id, ".mha", c)) for c in range(n_channels)]
     return images, os.path.join(out_dir, lab_dir, f"{case_id}.mha")
 
 

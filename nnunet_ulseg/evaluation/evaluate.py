@@ -67,6 +67,7 @@ from nnunet_ulseg.evaluation.aggregate import DICE_THRESHOLDS, aggregate, format
 from nnunet_ulseg.evaluation.label_io import read_crop_mask
 from nnunet_ulseg.evaluation.metrics import LesionMetrics, lesion_metrics, lesion_type_name
 from nnunet_ulseg.evaluation.references import Reference, crop_label, open_reference
+from nnunet_ulseg.nnunet_layout import image_filename
 
 logger = logging.getLogger(__name__)
 
@@ -408,7 +409,7 @@ def _read_ct(images_dir: Path | None, row: LesionRow, file_ending: str) -> np.nd
     """The CT crop of ``row`` pasted back into its key-slice window (HU; -1024 outside the crop), or None."""
     if images_dir is None:
         return None
-    path = images_dir / f"{row.case}_0000{file_ending}"
+    path = images_dir / image_filename(row.case, file_ending)
     if not path.is_file():
         return None
     ct = read_crop_mask(path)

@@ -34,6 +34,7 @@ from pathlib import Path
 from nnunet_ulseg.conversion.sidecar import read_sidecar
 from nnunet_ulseg.evaluation.overlap import summarize
 from nnunet_ulseg.evaluation.references import open_reference
+from nnunet_ulseg.nnunet_layout import RawDataset
 from nnunet_ulseg.refine.manifest import read_json, write_json_atomic
 from nnunet_ulseg.workflow.slice_scores import score_folder
 
@@ -48,7 +49,7 @@ def build_report(manifest: dict, raw_root: str | os.PathLike, work_dir: str | os
     args, steps = manifest["arguments"], manifest["steps"]
     base = manifest["rounds"]["1"]["dataset_name"]
     sidecar = raw_root / base / "lesions.csv"
-    ending = read_json(raw_root / base / "dataset.json")["file_ending"]
+    ending = RawDataset(raw_root / base).file_ending
     rows = []
     for r in range(1, args["rounds"] + 1):
         entry = manifest["rounds"].get(str(r))

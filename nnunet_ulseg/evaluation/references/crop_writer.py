@@ -26,6 +26,7 @@ from nnunet_ulseg.conversion.geometry import slice_to_crop_mask
 from nnunet_ulseg.conversion.io import write_mha
 from nnunet_ulseg.conversion.sidecar import LesionRow, read_sidecar
 from nnunet_ulseg.evaluation.references.sample import TrueMasks
+from nnunet_ulseg.nnunet_layout import image_filename
 
 
 def slice_mask_to_crop(mask: np.ndarray, row: LesionRow) -> np.ndarray:
@@ -37,7 +38,7 @@ def _image_spacing(dataset_dir: Path, case: str) -> tuple[float, float]:
     import SimpleITK as sitk
 
     for folder in ("imagesTs", "imagesTr"):
-        path = dataset_dir / folder / f"{case}_0000.mha"
+        path = dataset_dir / folder / image_filename(case, ".mha")
         if path.is_file():
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(path))
