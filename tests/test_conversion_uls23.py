@@ -350,3 +350,42 @@ def test_patient_split_assignment():
     assert sorted(assign_patient_splits(range(2), 0.1, 0.2).values()) == [1, 2]
     with pytest.raises(ValueError):
         assign_patient_splits(range(5), 0.5, 0.5)
+
+
+@pytest.mark.integration
+def test_converted_uls23_dataset_trains_one_epoch_through_nnunet(tmp_path):
+    """Acceptance: the weak dataset plans, preprocesses and trains 1 epoch with the real nnU-Net commands."""
+    from nnunet_ulseg.nnunet_layout import NNUNetPaths
+    from nnunet_ulseg.workflow.nnunet import console_script
+
+    dataset_id, dataset = 989, "Dataset989_ULS23Integration"
+    lesions = [Lesion("000003_01_01_040_lesion_01"), Lesion("000004_01_01_041_lesion_01", angle_deg=-35.0),
+               Lesion("bone_00020_lesion_01", a=9.0, b=6.0, angle_deg=60.0),
+               Lesion("bone_00021_lesion_01", a=10.0, b=8.0, angle_deg=100.0),
+               Lesion("lidcidri_030_lesion_01_sample_0", a=7.0, b=5.0, angle_deg=15.0, labelled_dz=0),
+               Lesion("000005_01_01_012_lesion_01", a=13.0, b=6.0, angle_deg=-70.0)]
+    sample = uls23_sample(tmp_path / "ULS23", lesions=lesions, faults=False)
+    paths = NNUNetPaths.under(tmp_path).create()
+    env = paths.environ(num_processes=1)
+    env.update(ULSEG_SHORT_EPOCHS="1", ULSEG_SHORT_ITERATIONS="2", ULSEG_NUM_THREADS="1")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("nnUNet_preprocessed", str(paths.preprocessed))
+        result = convert_uls23(sample["images"], sample["labels"], paths.raw / dataset, num_processes=1,
+                               crop_size=64, progress=False)
+    assert result.converted["val"] >= 1 and result.converted["train"] >= 1
+
+    def run(*args):
+        proc = subprocess.run([str(a) for a in args], env=env, capture_output=True, text=True, timeout=900,
+                              stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, f"{args[0]}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+    run(console_script("nnUNetv2_plan_and_preprocess"), "-d", dataset_id, "-c", "2d", "-np", "1",
+        "--verify_dataset_integrity")
+    run(console_script("nnUNetv2_train"), dataset_id, "2d", "0", "-tr", "nnUNetTrainerULSeg_1epochs",
+        "-device", "cpu")
+    fold = paths.results / dataset / "nnUNetTrainerULSeg_1epochs__nnUNetPlans__2d" / "fold_0"
+    assert (fold / "checkpoint_final.pth").exists()
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert np.isfinite(summary["foreground_mean"]["Dice"])
+    splits = json.loads((paths.raw / dataset / "splits_final.json").read_text())
+    assert sorted(p.name[:-4] for p in (fold / "validation").glob("*.mha")) == sorted(splits[0]["val"])
