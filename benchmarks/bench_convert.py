@@ -33,6 +33,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from nnunet_ulseg.cli_args import help_text
 from nnunet_ulseg.conversion.deeplesion import build_tasks, convert_deeplesion, task_results
 from nnunet_ulseg.conversion.dl_info import read_dl_info
 from nnunet_ulseg.conversion.io import read_png
@@ -151,7 +152,7 @@ def report(m: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=help_text(__doc__.split("\n\n")[0]))
     p.add_argument("--lesions", type=int, default=200, help="lesions to generate (default 200)")
     p.add_argument("--np", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--context", type=int, default=0, help="context slices per side (default 0)")

@@ -18,6 +18,7 @@ import statistics
 import time
 
 from _nnunet_setup import planned_sample, temp_root
+from nnunet_ulseg.cli_args import help_text
 
 DEFAULT_TRAINERS = ["nnUNetTrainer", "nnUNetTrainerBCEIoU", "nnUNetTrainerRLS", "nnUNetTrainerLS",
                     "nnUNetTrainerAHRNetW18", "nnUNetTrainerAHRNet", "nnUNetTrainerAHRNetW18RLS",
@@ -85,7 +86,7 @@ def time_interleaved(trainers: dict, steps: int, warmup: int, device: str) -> di
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainers", nargs="+", default=DEFAULT_TRAINERS)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)

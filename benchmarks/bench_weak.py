@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from _nnunet_setup import temp_root
+from nnunet_ulseg.cli_args import help_text
 
 DEFAULT_TRAINERS = ["nnUNetTrainerULSeg_10epochs", "nnUNetTrainerBCEIoU_10epochs", "nnUNetTrainerRLS_10epochs",
                     "nnUNetTrainerLS_10epochs", "nnUNetTrainerHRNet_10epochs", "nnUNetTrainerHRNetRLS_10epochs",
@@ -43,7 +44,7 @@ DEFAULTS = {"lesions": 80, "crop_size": None, "epochs": 10, "iterations": 25}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainers", nargs="+", default=DEFAULT_TRAINERS,
                         help="short-schedule trainer classes (their schedule is overridden by --epochs/--iterations)")
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None,

@@ -10,12 +10,12 @@ variable is set.
 """
 import sys
 
-from nnunet_ulseg.cli_args import ArgumentParser
+from nnunet_ulseg.cli_args import ArgumentParser, help_text
 from nnunet_ulseg.conversion.cli import add_convert_arguments, run_convert
 
 
 def main(argv=None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=help_text(__doc__.split("\n\n")[0]))
     add_convert_arguments(parser, dataset_default=501)
     return run_convert(parser.parse_args(argv))
 

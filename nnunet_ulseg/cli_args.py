@@ -31,6 +31,23 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+import re
+
+#: reST roles (``:func:`x```, ``:class:`~a.b```) and literals (````x````) in docstrings shown by --help
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def help_text(doc: str | None) -> str:
+    """A docstring as plain text for ``--help``: reST roles and double-backtick literals unwrapped.
+
+    ``:func:`~pkg.mod.name``` becomes ``pkg.mod.name`` and ````-o```` becomes ``-o``; the rest
+    (line breaks included, for ``RawDescriptionHelpFormatter``) is kept as written.
+    """
+    text = _ROLE.sub(lambda m: m.group(1), doc or "")
+    return _LITERAL.sub(lambda m: m.group(1), text)
+
+
 DEVICES = ("cpu", "cuda", "mps")
 #: nnU-Net's 5-fold cross-validation, as ``-f 0 1 2 3 4``.
 CROSS_VALIDATION_FOLDS = (0, 1, 2, 3, 4)

@@ -288,3 +288,24 @@ def test_readme_commands_parse_in_the_dialect():
     assert {c[0] for c in commands} >= {"convert-deeplesion", "refine", "evaluate", "measure", "postprocess"}
     for argv in commands:
         parse(argv)  # a SystemExit here is a README command that no longer parses
+
+
+def test_help_text_unwraps_rest_markup():
+    from nnunet_ulseg.cli_args import help_text
+
+    doc = "Run :func:`~nnunet_ulseg.refine.rounds.refine` with ``-f 0``;\n:class:`Foo` stays ``x``."
+    assert help_text(doc) == "Run nnunet_ulseg.refine.rounds.refine with -f 0;\nFoo stays x."
+    assert help_text(None) == ""
+
+
+@pytest.mark.parametrize("script", ["dataset_conversion/Dataset501_DeepLesion.py", "benchmarks/bench_weak.py",
+                                    "benchmarks/bench_convert.py", "benchmarks/bench_step.py"])
+def test_script_help_has_no_rest_markup(script):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / script), "--help"], capture_output=True, text=True,
+                         cwd=root, check=True).stdout
+    assert out.strip() and "``" not in out and ":func:" not in out and ":class:" not in out
