@@ -146,3 +146,18 @@ def test_report_against_png_references_equals_the_sample_truth(sample_run, tmp_p
         RefineConfig(dataset=1, trainer="T", truth=flat, ref_format="dicom").validate()
     with pytest.raises(FileNotFoundError, match="masks.csv"):
         RefineConfig(dataset=1, trainer="T", truth=flat, ref_format="sample").validate()
+
+
+def test_report_names_the_final_round_and_its_predict_command(sample_run):
+    """The model to predict with is the last trained round's, found by that round's own dataset id."""
+    from nnunet_ulseg.refine.report import final_model_line
+
+    report = sample_run["result"].report
+    line = final_model_line(report)
+    assert "round 2, dataset 601 (Dataset601_Sample_round2)" in line
+    assert f"nnUNetv2_predict -i IMAGES -o OUT -d 601 -c 2d -f 0 -tr {TRAINER}" in line
+    assert line in format_report(report)
+    untrained = {**report, "rounds": [{**r, "trained": False} for r in report["rounds"]]}
+    assert final_model_line(untrained) == ""
+    first_only = {**report, "rounds": [report["rounds"][0], {**report["rounds"][1], "trained": False}]}
+    assert "-d 501 " in final_model_line(first_only)

@@ -132,8 +132,28 @@ def format_report(report: dict) -> str:
         if ref:
             lines.append(f"  truth: {ref['kind']} reference ({ref['geometry']} geometry) in {ref['folder']}; "
                          "scored in key-slice geometry")
+    final = final_model_line(report)
+    if final:
+        lines.append(final)
     lines.append(f"  report: {Path(report['work_dir']) / 'refine_report.json'}")
     return "\n".join(lines)
+
+
+def final_model_line(report: dict) -> str:
+    """How to predict with the last trained round: its dataset id and the ``nnUNetv2_predict`` command.
+
+    Each round is its own nnU-Net dataset (the manifest's ``rounds``), so the final model is
+    found by that round's dataset id, not round 1's.  Empty when no round is trained yet.
+    """
+    trained = [row for row in report["rounds"] if row["trained"]]
+    if not trained:
+        return ""
+    last, args = trained[-1], report["arguments"]
+    folds = "0 1 2 3 4" if args["cross_val"] else str(args["fold"])
+    plans = "" if args.get("plans", "nnUNetPlans") == "nnUNetPlans" else f" -p {args['plans']}"
+    return (f"  final model: round {last['round']}, dataset {last['dataset_id']} ({last['dataset']}); predict with\n"
+            f"    nnUNetv2_predict -i IMAGES -o OUT -d {last['dataset_id']} -c {args['configuration']} -f {folds} "
+            f"-tr {args['trainer']}{plans}")
 
 
 def write_report(report: dict, path: str | os.PathLike) -> None:

@@ -36,7 +36,7 @@ Choices where the paper is silent:
 * ``predict_r`` uses nnU-Net's exported segmentations (argmax), not probabilities:
   :func:`~nnunet_ulseg.pseudo_masks.update.binarize_prediction` at 0.5 is the same
   decision for two classes, and ``--save_probabilities`` would only add large files.
-* Mirroring TTA in predictions follows :meth:`Experiment.predict` (CUDA only) unless set.
+* Mirroring TTA in predictions is on, as in ``nnUNetv2_predict``, unless ``tta=False`` (``--disable_tta``).
 * Every round trains the same fold(s), trainer, plans and configuration as round 1; the
   next rounds reuse round 1's plans (so the same patch size, spacing and CT
   normalisation intensities) and split.
