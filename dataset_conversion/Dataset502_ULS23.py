@@ -11,12 +11,12 @@ Thin wrapper over :func:`nnunet_ulseg.conversion.uls23.convert_uls23`; the same 
 """
 import sys
 
-from nnunet_ulseg.cli_args import ArgumentParser
+from nnunet_ulseg.cli_args import ArgumentParser, help_text
 from nnunet_ulseg.conversion.uls23_cli import add_uls23_arguments, run_uls23
 
 
 def main(argv=None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=help_text(__doc__.split("\n\n")[0]))
     add_uls23_arguments(parser)
     return run_uls23(parser.parse_args(argv))
 

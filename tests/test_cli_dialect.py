@@ -298,7 +298,8 @@ def test_help_text_unwraps_rest_markup():
     assert help_text(None) == ""
 
 
-@pytest.mark.parametrize("script", ["dataset_conversion/Dataset501_DeepLesion.py", "benchmarks/bench_weak.py",
+@pytest.mark.parametrize("script", ["dataset_conversion/Dataset501_DeepLesion.py", "dataset_conversion/Dataset502_ULS23.py",
+                                    "benchmarks/bench_weak.py",
                                     "benchmarks/bench_convert.py", "benchmarks/bench_step.py"])
 def test_script_help_has_no_rest_markup(script):
     import subprocess
