@@ -284,6 +284,27 @@ def test_uls23_voi_float_trailing_singleton(tmp_path, capsys):
         open_reference(s["refs"], "uls23").get(bad)
 
 
+def test_reference_pixels_outside_the_crop_box_are_scored(tmp_path):
+    """A reference read in slice geometry may reach past the crop box (here a second labelled
+    component of the ULS23 slice, far from the mark): its pixels are false negatives, not dropped."""
+    s = uls23_sample(tmp_path)
+    img = nib.load(str(s["refs"] / s["name"]))
+    label = np.asarray(img.dataobj).copy()
+    label[57:63, 2:8, s["z"], 0] = 1.0  # x 57..62, y 2..7: outside the crop box around the ellipse
+    nib.save(nib.Nifti1Image(label, img.affine), str(s["refs"] / s["name"]))
+    row = s["row"]
+    assert 57 >= row.crop_x0 + row.crop_side + 2  # really outside the old scoring window
+    rc = main(["evaluate", "--pred", str(s["pred"]), "--ref", str(s["refs"]), "--sidecar", str(s["sidecar"]),
+               "-o", str(tmp_path / "o"), "--no-plots"])
+    assert rc == 0
+    with open(tmp_path / "o" / "metrics.csv", newline="") as f:
+        (got,) = list(csv.DictReader(f))
+    ref = label[:, :, s["z"], 0].T > 0.5  # the whole key slice, independently
+    pred = paste_back(read_crop_mask(s["pred"] / "ULS_0001.mha") == 1, row)
+    assert float(got["dice"]) == pytest.approx(dice(pred, ref), abs=1e-12)
+    assert float(got["dice"]) < dice(pred, s["true_slice"]) - 0.05  # the extra component costs Dice
+
+
 # -- the slice rule and the floors ----------------------------------------------------------------------------
 
 def test_lesion_in_slice_rules():

@@ -195,18 +195,27 @@ def to_slice(crop_mask: np.ndarray, row: LesionRow, interpolation: str = "linear
     return np.asarray(out, dtype=bool)
 
 
-def slice_window(row: LesionRow, margin: int = 2) -> tuple[slice, slice]:
+def slice_window(row: LesionRow, margin: int = 2, mask: np.ndarray | None = None) -> tuple[slice, slice]:
     """``(rows, cols)`` slices of the key slice that hold everything pasted back from ``row``'s crop.
 
     The crop box ``[x0, x0 + side)`` plus ``margin`` pixels (bilinear paste-back reaches at
     most one pixel past the box), clipped to the image.  Paste-back writes 0 outside the
-    box, so metrics computed on this window equal those on the whole slice (they are
-    translation invariant, and the window edge is either the image edge or a band of
-    zeros), at a fraction of the cost for small lesions on 512 x 512 slices.
+    box, so metrics of a pasted-back prediction computed on this window equal those on the
+    whole slice (they are translation invariant, and the window edge is either the image
+    edge or a band of zeros), at a fraction of the cost for small lesions on 512 x 512 slices.
+
+    ``mask``: a key-slice mask read in slice geometry (a real reference), which may reach
+    past the crop box (a manual mask larger than the RECIST extent, a second component of a
+    ULS23 slice).  The window then also covers its foreground's bounding box plus
+    ``margin``, so no reference pixel is dropped and a cut edge never counts as surface.
     """
     x0, y0, side = row.crop_x0, row.crop_y0, row.crop_side
     c0, c1 = max(0, math.floor(x0) - margin), min(row.image_width, math.ceil(x0 + side) + margin)
     r0, r1 = max(0, math.floor(y0) - margin), min(row.image_height, math.ceil(y0 + side) + margin)
+    if mask is not None and np.any(mask):
+        rr, cc = np.nonzero(mask)
+        r0, r1 = min(r0, max(0, int(rr.min()) - margin)), max(r1, min(mask.shape[0], int(rr.max()) + 1 + margin))
+        c0, c1 = min(c0, max(0, int(cc.min()) - margin)), max(c1, min(mask.shape[1], int(cc.max()) + 1 + margin))
     return slice(r0, max(r0, r1)), slice(c0, max(c0, c1))
 
 
@@ -292,7 +301,7 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
     if not rows:
         raise ValueError(f"{sidecar}: no cases of split {split!r}")
     reference = open_reference(ref_dir, ref_format, rows, file_ending, interpolation)
-    refs, sources, reasons = read_references(reference, rows)
+    refs, sources, reasons, windows = read_references(reference, rows)
     with_ref = [r for r in rows if r.case in refs]
     without_ref = [r.case for r in rows if r.case not in refs]
     if not with_ref:
@@ -309,7 +318,7 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
     ct_dir = Path(images_dir) if images_dir is not None else Path(ref_dir).resolve().parent / "imagesTs"
     records: list[dict] = []
     for row in with_ref:
-        window = slice_window(row)
+        window = windows[row.case]
         ref = refs[row.case]
         spacing = (row.spacing_x, row.spacing_y)
         for n, p, mode in entries:
@@ -357,26 +366,28 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
     files["table"].write_text(table + "\n")
     if plots:
         files.update(_plots(records, entries, ref_dir, with_ref, refs, out_dir, images_dir, file_ending,
-                            interpolation))
+                            interpolation, windows))
     return EvaluationResult(out_dir, records, summary, table, files)
 
 
 def read_references(reference: Reference, rows: Sequence[LesionRow]
-                    ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, str]]:
-    """Each row's reference, cut to :func:`slice_window` (the part of the key slice that is scored).
+                    ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, str], dict[str, tuple[slice, slice]]]:
+    """Each row's reference, cut to its scoring window (:func:`slice_window` with the reference's own extent).
 
-    Returns ``(masks, sources, reasons)`` keyed by case: the windowed bool masks and
-    their sources for the rows that have a reference, the reasons for those that do not.
-    Only the window is kept, so thousands of 512 x 512 key slices are never held at once.
+    Returns ``(masks, sources, reasons, windows)`` keyed by case: the windowed bool masks,
+    their sources and windows for the rows that have a reference, the reasons for those
+    that do not.  Only the window is kept, so thousands of 512 x 512 key slices are never
+    held at once; the window covers the crop box and every reference pixel.
     """
-    masks, sources, reasons = {}, {}, {}
+    masks, sources, reasons, windows = {}, {}, {}, {}
     for row in rows:
         got = reference.get(row)
         if got.mask is None:
             reasons[row.case] = got.reason
         else:
-            masks[row.case], sources[row.case] = got.mask[slice_window(row)], got.source
-    return masks, sources, reasons
+            windows[row.case] = slice_window(row, mask=got.mask)
+            masks[row.case], sources[row.case] = got.mask[windows[row.case]], got.source
+    return masks, sources, reasons, windows
 
 
 def postprocess_summary(records: Sequence[dict], entries: Sequence[tuple[str, Path, str]]) -> dict:
@@ -405,7 +416,8 @@ def format_postprocess(pp_summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _read_ct(images_dir: Path | None, row: LesionRow, file_ending: str) -> np.ndarray | None:
+def _read_ct(images_dir: Path | None, row: LesionRow, file_ending: str,
+             window: tuple[slice, slice] | None = None) -> np.ndarray | None:
     """The CT crop of ``row`` pasted back into its key-slice window (HU; -1024 outside the crop), or None."""
     if images_dir is None:
         return None
@@ -415,7 +427,7 @@ def _read_ct(images_dir: Path | None, row: LesionRow, file_ending: str) -> np.nd
     ct = read_crop_mask(path)
     if ct.shape != (row.crop_size, row.crop_size):
         return None
-    return paste_back_image(ct, row.box, (row.image_height, row.image_width))[slice_window(row)]
+    return paste_back_image(ct, row.box, (row.image_height, row.image_width))[window or slice_window(row)]
 
 
 def _window(row: LesionRow) -> tuple[float, float]:
@@ -425,7 +437,7 @@ def _window(row: LesionRow) -> tuple[float, float]:
 
 
 def _plots(records, entries, ref_dir, rows, refs, out_dir, images_dir, file_ending,
-           interpolation="linear") -> dict[str, Path]:
+           interpolation="linear", windows=None) -> dict[str, Path]:
     """The Dice cumulative histogram and the gallery, drawn in the key-slice window where Dice is computed.
 
     The gallery shows the same lesions in every row (:func:`~.plots.shared_cases`).
@@ -446,7 +458,9 @@ def _plots(records, entries, ref_dir, rows, refs, out_dir, images_dir, file_endi
     by_case = {r.case: r for r in rows}
     by_name = {n: {r["case"]: r for r in ok if r["pred_name"] == n} for n in names}
     picked = shared_cases({n: list(v.values()) for n, v in by_name.items()})
-    cts = {case: _read_ct(images, by_case[case], file_ending) for _, case in picked}
+    windows = windows or {}
+    window_of = {case: windows.get(case) or slice_window(by_case[case]) for _, case in picked}
+    cts = {case: _read_ct(images, by_case[case], file_ending, window_of[case]) for _, case in picked}
     gallery = {}
     for n, p, mode in entries:
         panels = []
@@ -454,7 +468,7 @@ def _plots(records, entries, ref_dir, rows, refs, out_dir, images_dir, file_endi
             rec, row = by_name[n].get(case), by_case[case]
             if rec is None:  # missing prediction for this folder: no panel
                 continue
-            window = slice_window(row)
+            window = window_of[case]
             origin = np.array([window[1].start, window[0].start], dtype=np.float64)
             pred = to_slice(predicted_label(p / f"{case}{file_ending}", row, mode, images, file_ending)[0], row,
                             interpolation)
