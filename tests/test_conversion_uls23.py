@@ -389,3 +389,21 @@ def test_converted_uls23_dataset_trains_one_epoch_through_nnunet(tmp_path):
     assert np.isfinite(summary["foreground_mean"]["Dice"])
     splits = json.loads((paths.raw / dataset / "splits_final.json").read_text())
     assert sorted(p.name[:-4] for p in (fold / "validation").glob("*.mha")) == sorted(splits[0]["val"])
+
+
+def test_overwrite_replaces_the_installed_split_of_an_earlier_run(tmp_path, monkeypatch):
+    """Re-converting with --overwrite and another seed installs the new split in nnUNet_preprocessed
+    (the earlier one names cases that may now be test cases); without it, the user's split is kept."""
+    sample = uls23_sample(tmp_path / "ULS23", faults=False, real_shape=False)
+    out, pre = tmp_path / "raw" / NAME, tmp_path / "pre"
+    monkeypatch.setenv("nnUNet_preprocessed", str(pre))
+    convert_uls23(sample["images"], sample["labels"], out, num_processes=1, progress=False, seed=0)
+    splits = [json.loads((out / "splits_final.json").read_text())]
+    for seed in range(1, 20):
+        convert_uls23(sample["images"], sample["labels"], out, num_processes=1, progress=False, seed=seed,
+                      overwrite=True)
+        splits.append(json.loads((out / "splits_final.json").read_text()))
+        assert json.loads((pre / NAME / "splits_final.json").read_text()) == splits[-1]
+        if splits[-1] != splits[0]:
+            break
+    assert splits[-1] != splits[0]  # some seed gave another split, and it was installed

@@ -329,7 +329,7 @@ def convert_uls23(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, 
     write_volumes(out / "uls23_volumes.csv", volumes)
     split_value = {name: value for value, name in SPLIT_NAMES.items()}
     splits = make_splits((r.case, split_value[r.split]) for r in rows)
-    write_splits(splits, out, preprocessed_root_from_env())
+    write_splits(splits, out, preprocessed_root_from_env(), overwrite=overwrite)
     n_test = sum(r.split == "test" for r in rows)
     if not splits[0]["val"]:
         logger.warning("no validation cases: nnU-Net's fold 0 needs a non-empty 'val' list in splits_final.json")
