@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 from nnunet_ulseg.conversion.sidecar import LesionRow, write_sidecar
 from nnunet_ulseg.nnunet_layout import case_from_filename, dataset_folder_name, image_filename
@@ -76,6 +77,30 @@ def _row(case, split, patient, i) -> LesionRow:
                      recist_slice=(0.0,) * 8, recist_crop=(0.0,) * 8, long_mm=1.0, short_mm=1.0, lesion_type=None,
                      possibly_noisy=None, window_min=-1000.0, window_max=1000.0, image_width=SIZE,
                      image_height=SIZE, context_slices=(1,))
+
+
+def write_checkpoint(path, trainer="nnUNetTrainerFake", configuration="2d", **init_args) -> Path:
+    """A small checkpoint with the keys nnU-Net's trainer saves (``save_checkpoint``), written by ``torch.save``.
+
+    ``init_args`` (besides ``configuration``) record what the fake training was asked to do.
+    """
+    path = Path(path)
+    torch.save({"network_weights": {"conv.weight": torch.zeros(2, 1, 3, 3)}, "optimizer_state": {},
+                "current_epoch": 1, "init_args": {"configuration": configuration, **init_args},
+                "trainer_name": trainer, "inference_allowed_mirroring_axes": (0, 1)}, path)
+    return path
+
+
+def read_checkpoint(path) -> dict:
+    """The dictionary of a checkpoint written by :func:`write_checkpoint` (or by nnU-Net)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def truncate(path, keep: float = 0.5) -> bytes:
+    """Cut ``path`` to the first ``keep`` of its bytes, as a kill during ``torch.save`` leaves it; the bytes kept."""
+    data = Path(path).read_bytes()[:int(Path(path).stat().st_size * keep)]
+    Path(path).write_bytes(data)
+    return data
 
 
 def fake_prediction(case: str, dataset: str, shape=(SIZE, SIZE)) -> np.ndarray:
@@ -147,8 +172,8 @@ class FakeBackend:
         out.mkdir(parents=True)
         (out / "training_log.txt").write_text("epoch 0\n")
         self._called("train", dataset, fold, None if pretrained is None else Path(pretrained).name)
-        (out / "checkpoint_final.pth").write_text(json.dumps({"dataset": dataset, "fold": fold,
-                                                              "pretrained": str(pretrained)}))
+        write_checkpoint(out / "checkpoint_final.pth", self.trainer, self.configuration, dataset=dataset, fold=fold,
+                         pretrained=str(pretrained))
 
     def predict(self, dataset, folds, input_dir, output_dir, num_parts=1, part_id=0):
         output_dir = Path(output_dir)

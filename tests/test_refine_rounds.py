@@ -18,7 +18,7 @@ from nnunet_ulseg.refine.rounds import (RefineConfig, RefineError, Refinement, p
                                         work_dir_name)
 from nnunet_ulseg.workflow.nnunet import NNUNetPaths
 
-from refine_support import FakeBackend, Killed, read_image, write_tiny_dataset
+from refine_support import FakeBackend, Killed, read_checkpoint, read_image, write_checkpoint, write_tiny_dataset
 
 TRAINER = "nnUNetTrainerFake"
 
@@ -170,11 +170,11 @@ def test_round1_training_of_the_user_is_reused_or_protected(tmp_path):
     with pytest.raises(RefineError, match="exists without checkpoint_final.pth.*--c"):
         run(paths, backend, rounds=1)
     assert (fold / "training_log.txt").exists()  # never deleted: we did not start it
-    (fold / "checkpoint_final.pth").write_text("trained by the user")
+    users = write_checkpoint(fold / "checkpoint_final.pth", TRAINER, note="trained by the user").read_bytes()
     run(paths, backend, rounds=2)
     m = manifest(paths)
     assert m["steps"]["train_1"]["preexisting"] is True
-    assert (fold / "checkpoint_final.pth").read_text() == "trained by the user"
+    assert (fold / "checkpoint_final.pth").read_bytes() == users
     assert ("train", "Dataset501_Tiny", 0, None) not in backend.calls
     assert not [c for c in backend.calls if c[0] == "plan_and_preprocess"]
 
@@ -238,7 +238,7 @@ def test_init_from_previous_passes_round_r_checkpoint(tmp_path):
     trains = [c for c in backend.calls if c[0] == "train"]
     assert trains == [("train", "Dataset501_Tiny", 0, None),
                       ("train", "Dataset601_Tiny_round2", 0, "checkpoint_final.pth")]
-    ckpt = json.loads((backend.fold_dir("Dataset601_Tiny_round2", 0) / "checkpoint_final.pth").read_text())
+    ckpt = read_checkpoint(backend.fold_dir("Dataset601_Tiny_round2", 0) / "checkpoint_final.pth")["init_args"]
     assert ckpt["pretrained"] == str(backend.fold_dir("Dataset501_Tiny", 0) / "checkpoint_final.pth")
     expected = f"Dataset501_Tiny/{TRAINER}__nnUNetPlans__2d/fold_0/checkpoint_final.pth"
     assert manifest(paths)["steps"]["train_2"]["pretrained_weights"] == expected
@@ -422,13 +422,13 @@ def test_transfer_plans_matches_nnunet_move_plans(tmp_path, monkeypatch):
 
 def test_report_table_and_truth_scores(tmp_path):
     report = {"dataset": "Dataset501_X", "work_dir": "/w", "truth": "/s",
-              "arguments": {"trainer": "T", "cross_val": False, "fold": 0},
+              "arguments": {"trainer": "T", "cross_val": False, "fold": 0, "configuration": "2d"},
               "ellipse_test_dice": {"mean": 0.7},
-              "rounds": [{"round": 1, "dataset": "Dataset501_X", "cases": 9, "ignore_fraction": 0.0,
+              "rounds": [{"round": 1, "dataset": "Dataset501_X", "dataset_id": 501, "cases": 9, "ignore_fraction": 0.0,
                           "label_change": None, "fallback_cases": 0, "trained": True,
                           "pseudo_mask_dice": {"mean": 0.81}, "pseudo_mask_dice_labelled": {"mean": 0.81},
                           "test_dice": {"mean": 0.52}},
-                         {"round": 2, "dataset": "Dataset601_X_round2", "cases": 9, "ignore_fraction": 0.1234,
+                         {"round": 2, "dataset": "Dataset601_X_round2", "dataset_id": 601, "cases": 9, "ignore_fraction": 0.1234,
                           "label_change": 0.05, "fallback_cases": 1, "trained": False,
                           "pseudo_mask_dice": {"mean": 0.85}, "pseudo_mask_dice_labelled": {"mean": 0.9}}]}
     text = format_report(report)
