@@ -150,11 +150,17 @@ def test_existing_output_is_refused_unless_overwrite(converted, tmp_path):
     convert_deeplesion(dl, out, num_processes=1, progress=False)
     with pytest.raises(FileExistsError, match="dataset.json"):
         convert_deeplesion(dl, out, num_processes=1, progress=False)
+    # --overwrite removes only what the earlier run recorded: a file it did not write is kept, and refused
+    # because it would become a stray case (issue 12; tests/test_faults_conversion_output.py)
     stale = out / "imagesTr" / "DL_999999_01_01_001_0_0000.mha"
     stale.write_bytes(b"old")
     (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="DL_999999_01_01_001_0_0000.mha"):
+        convert_deeplesion(dl, out, num_processes=1, progress=False, overwrite=True)
+    assert stale.read_bytes() == b"old"
+    stale.unlink()
     result = convert_deeplesion(dl, out, num_processes=1, progress=False, overwrite=True)
-    assert not stale.exists() and (out / "notes.txt").read_text() == "mine"
+    assert (out / "notes.txt").read_text() == "mine"
     assert len(list((out / "imagesTr").iterdir())) == 4 and result.converted["train"] == 2
     # an interrupted run (case files, no dataset.json) is refused too
     (out / "dataset.json").unlink()

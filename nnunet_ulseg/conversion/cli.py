@@ -8,10 +8,11 @@ Options are spelled as nnU-Net's converters (``-i`` input, ``-o`` output, ``-d``
 ``-np`` processes; nnunet_ulseg.cli_args), the earlier ``--deeplesion``/``--out``/``--np``
 stay aliases.  Without ``-o`` the dataset goes to ``$nnUNet_raw/Dataset<id>_DeepLesion``.
 
-Exit codes: 0 on success, even with skipped lesions (they are in the report); 2 when the
-conversion fails on the user's input (strict-mode problem, bad input folder, existing
-output), like ``ulseg``'s other user errors and argparse's usage errors.  Errors print
-one ``error:`` line on stderr, no traceback.
+Exit codes: 0 on success, even with skipped lesions (they are in the report); 1 when the
+run finished but converted no lesion at all (every row skipped; the report says why); 2
+when the conversion fails on the user's input (strict-mode problem, bad input folder,
+existing output), like ``ulseg``'s other user errors and argparse's usage errors.  Errors
+print one ``error:`` line on stderr, no traceback.
 Heavy imports happen in :func:`run_convert`, so building the parser stays cheap.
 """
 from __future__ import annotations
@@ -121,12 +122,17 @@ def run_convert(args: argparse.Namespace) -> int:
     with _log_to_stderr(args.quiet):
         try:
             out = output_folder(args.out, args.dataset_id)
-            convert_deeplesion(args.deeplesion, out, num_processes=args.num_processes, context=args.context,
-                               strict=args.strict, scale_policy=args.scale_policy, min_crop=args.min_crop,
-                               overwrite=args.overwrite, progress=not args.quiet, crop_size=args.crop_size)
+            result = convert_deeplesion(args.deeplesion, out, num_processes=args.num_processes, context=args.context,
+                                        strict=args.strict, scale_policy=args.scale_policy,
+                                        min_crop=args.min_crop, overwrite=args.overwrite, progress=not args.quiet,
+                                        crop_size=args.crop_size)
         except (ValueError, OSError) as e:  # ConversionError, bad input, existing output: user errors
             print(f"ulseg {COMMAND}: error: {e}", file=sys.stderr)
             return 2
+    if not result.rows:  # issue 12 case 8: a run that converted nothing is a failure, not a success
+        print(f"ulseg {COMMAND}: error: no lesion was converted ({len(result.issues)} skipped; the reasons are in "
+              f"{result.out_dir / 'conversion_report.csv'})", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -15,10 +15,13 @@ Work is grouped by series so every PNG is decoded once, and spread over
 
 Choices where the spec is silent:
 
-* ``dataset.json`` is written last: its presence marks a complete conversion.  An output
-  folder holding ``dataset.json`` *or* non-empty case folders (an interrupted run) is
-  refused unless ``overwrite``; ``overwrite`` deletes only the entries this converter
-  writes (the four case folders and four files), nothing else in the folder.
+* ``dataset.json`` is written last: its presence marks a complete conversion.  The output
+  folder's rules are :mod:`.output`'s (issue 12): an output folder holding ``dataset.json``,
+  non-empty case folders (an interrupted run) or any file this converter writes is refused
+  unless ``overwrite``; a symbolic link in place of one of its folders or files is always
+  refused; every file is created new (never replaced, never written through a link);
+  ``overwrite`` deletes only the files a run of this converter recorded in
+  ``conversion_manifest.json``, and refuses a dataset another tool made.
 * Extra ``dataset.json`` keys: ``source``, ``scale_policy``, ``context``,
   ``channel_slices``, ``min_crop``, ``crop_size_range``, ``nominal_spacing``,
   ``numTest``, ``pseudolabels_test``.
@@ -35,7 +38,6 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from collections import Counter, defaultdict
@@ -50,15 +52,18 @@ from nnunet_ulseg.nnunet_layout import DATASET_JSON, SPLITS_FILE
 from .context import channel_names
 from .dl_info import SPLIT_NAMES, LesionRecord, read_dl_info
 from .geometry import LESION_SIZE_RANGE, SCALE_POLICIES, CropBox, crop_box, crop_size_range, slice_to_crop
+from .output import OutputFolder, check_inputs_outside
 from .report import Issue, IssueLog, format_summary, write_report
 from .sidecar import LesionRow, write_sidecar
 from .splits import SplitMove, make_splits, preprocessed_root_from_env, resolve_patient_splits, write_splits
-from .worker import TEST_DIRS, TRAIN_DIRS, LesionJob, SeriesTask, SliceJob, convert_series
+from .worker import TEST_DIRS, TRAIN_DIRS, LesionJob, SeriesTask, SliceJob, convert_series, output_paths
 
 logger = logging.getLogger("nnunet_ulseg.conversion")
 
 OUTPUT_DIRS = (*TRAIN_DIRS, *TEST_DIRS)
 OUTPUT_FILES = (DATASET_JSON, SPLITS_FILE, "lesions.csv", "conversion_report.csv")
+#: ``converted_by`` in dataset.json and the output manifest (:mod:`.output`).
+CONVERTED_BY = "nnunet_ulseg convert-deeplesion"
 LABELS = {"background": 0, "lesion": 1, "ignore": 2}
 #: Spacing written for scale policy ``lesion`` so nnU-Net does not resample the crops again.
 NOMINAL_SPACING = (1.0, 1.0)
@@ -157,32 +162,25 @@ def task_results(fn: Callable[[T], R], tasks: Sequence[T], num_processes: int,
         yield pool.imap_unordered(fn, tasks, chunksize)
 
 
-def _check_paths(dl_dir: Path, out_dir: Path, overwrite: bool) -> None:
+def _check_paths(dl_dir: Path, out_dir: Path, overwrite: bool) -> OutputFolder:
+    """Check the DeepLesion folder and the output folder (:mod:`.output`'s rules); nothing is written."""
     if not (dl_dir / "DL_info.csv").is_file():
         raise FileNotFoundError(f"{dl_dir} has no DL_info.csv (expected a DeepLesion folder)")
     if not (dl_dir / "Images_png").is_dir():
         raise FileNotFoundError(f"{dl_dir} has no Images_png folder (expected a DeepLesion folder)")
-    if out_dir == dl_dir or dl_dir in out_dir.parents:
-        raise ValueError(f"output folder {out_dir} is inside the DeepLesion folder {dl_dir}, which is never written to")
-    if any(out_dir / d == dl_dir or out_dir / d in dl_dir.parents for d in OUTPUT_DIRS):
-        raise ValueError(f"the DeepLesion folder {dl_dir} is inside an output case folder of {out_dir}")
-    if not overwrite:
-        if (out_dir / "dataset.json").exists():
-            raise FileExistsError(f"{out_dir} already holds a converted dataset (dataset.json); "
-                                  "use overwrite=True / --overwrite to replace it")
-        busy = [d for d in OUTPUT_DIRS if (out_dir / d).is_dir() and any((out_dir / d).iterdir())]
-        if busy:
-            raise FileExistsError(f"{out_dir} holds files in {', '.join(busy)} from an earlier (interrupted?) run; "
-                                  "use overwrite=True / --overwrite to replace them")
+    check_inputs_outside(out_dir, {"DeepLesion": dl_dir}, OUTPUT_DIRS)
+    folder = OutputFolder(out_dir, CONVERTED_BY, OUTPUT_DIRS, OUTPUT_FILES)
+    folder.check(overwrite)
+    return folder
 
 
-def _clear_outputs(out_dir: Path) -> None:
-    for d in OUTPUT_DIRS:
-        if (out_dir / d).is_dir():
-            shutil.rmtree(out_dir / d)
-    for f in OUTPUT_FILES:
-        if (out_dir / f).exists():
-            (out_dir / f).unlink()
+def _case_files(out_dir: Path, cases: Iterable[tuple[str, bool]], context: int) -> Iterator[str]:
+    """Every file the cases ``(case_id, test)`` have in the output folder (images per channel, label)."""
+    n_channels = len(channel_names(context))
+    for case, test in cases:
+        images, label = output_paths(str(out_dir), case, n_channels, test)
+        yield from images
+        yield label
 
 
 def build_tasks(records: Iterable[LesionRecord], assigned: dict[int, int], images_dir: Path, out_dir: Path,
@@ -236,8 +234,8 @@ def _sidecar_row(case: str, record: LesionRecord, split: str, box: CropBox,
     )
 
 
-def _write_dataset_json(out_dir: Path, dl_dir: Path, n_training: int, n_test: int, context: int,
-                        scale_policy: str, min_crop: float, size_range: tuple[int, int]) -> None:
+def _write_dataset_json(out_dir: Path, dataset_name: str, dl_dir: Path, n_training: int, n_test: int,
+                        context: int, scale_policy: str, min_crop: float, size_range: tuple[int, int]) -> None:
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
     names = channel_names(context)
@@ -247,11 +245,11 @@ def _write_dataset_json(out_dir: Path, dl_dir: Path, n_training: int, n_test: in
         labels=dict(LABELS),
         num_training_cases=n_training,
         file_ending=".mha",
-        dataset_name=out_dir.name,
+        dataset_name=dataset_name,
         description="DeepLesion key-slice lesion crops with RECIST ellipse pseudo masks (nnunet_ulseg)",
         reference="https://nihcc.app.box.com/v/DeepLesion",
         license="DeepLesion terms of use (NIH Clinical Center)",
-        converted_by="nnunet_ulseg convert-deeplesion",
+        converted_by=CONVERTED_BY,
         source="DeepLesion",
         source_dir=str(dl_dir),
         scale_policy=scale_policy,
@@ -294,7 +292,7 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
     num_processes = default_num_processes() if num_processes is None else int(num_processes)
     dl_dir = Path(deeplesion_dir).resolve()
     out = Path(out_dir).resolve()
-    _check_paths(dl_dir, out, overwrite)
+    folder = _check_paths(dl_dir, out, overwrite)
 
     info = read_dl_info(dl_dir / "DL_info.csv", strict=strict)
     assigned, moves = resolve_patient_splits(info.patient_splits)
@@ -302,9 +300,10 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
                                   size_range)
 
     if overwrite:
-        _clear_outputs(out)
-    for d in OUTPUT_DIRS:
-        (out / d).mkdir(parents=True, exist_ok=True)
+        folder.clear()
+    # recorded before the first case file, so an interrupted run can be replaced with --overwrite
+    folder.start(_case_files(out, ((job.case_id, job.test) for t in tasks for sj in t.slices for job in sj.lesions),
+                             context))
 
     log = IssueLog(strict)
     log.issues.extend(info.issues)
@@ -326,16 +325,20 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
             bar.update(len(batch))
 
     rows.sort(key=lambda r: r.dl_row)
-    write_sidecar(out / "lesions.csv", rows)
-    write_report(out / "conversion_report.csv", log.issues)
+    write_sidecar(folder.new_file("lesions.csv"), rows)
+    write_report(folder.new_file("conversion_report.csv"), log.issues)
     splits = make_splits((r.case, assigned[r.patient]) for r in rows)
-    # --overwrite replaces what this converter wrote before, the installed split included
+    # --overwrite replaces what this converter wrote before, the installed split included; without it a
+    # different split in $nnUNet_preprocessed/<dataset>/ is kept with a warning
+    folder.new_file(SPLITS_FILE)
     write_splits(splits, out, preprocessed_root_from_env(), overwrite=overwrite)
     n_test = sum(r.split == "test" for r in rows)
     n_training = len(rows) - n_test
     if not splits[0]["val"]:
         logger.warning("no validation cases: nnU-Net's fold 0 needs a non-empty 'val' list in splits_final.json")
-    _write_dataset_json(out, dl_dir, n_training, n_test, context, scale_policy, min_crop, size_range)
+    folder.write_new(DATASET_JSON, lambda tmp: _write_dataset_json(tmp, out.name, dl_dir, n_training, n_test,
+                                                                   context, scale_policy, min_crop, size_range))
+    folder.finish(_case_files(out, ((r.case, r.split == "test") for r in rows), context))
 
     result = ConversionResult(out, rows, sorted(log.issues, key=lambda i: i.dl_row), moves, info.n_rows,
                               fallbacks, time.perf_counter() - t0)

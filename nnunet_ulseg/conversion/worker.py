@@ -23,6 +23,7 @@ from .context import channel_offsets, in_range, resolve_slice
 from .dl_info import slice_png_name
 from .geometry import CropBox, crop_png_to_hu
 from .io import read_png, write_mha
+from .output import create_new_file
 from .report import Issue, LesionError
 from nnunet_ulseg.nnunet_layout import image_filename
 
@@ -169,14 +170,17 @@ def convert_series(task: SeriesTask) -> list[LesionResult]:
             continue
         for job in sj.lesions:
             image_paths, label_path = output_paths(task.out_dir, job.case_id, len(images), job.test)
+            created: list[str] = []  # files are created new (never replaced, no link followed: .output)
             try:
                 for img, path in zip(images, image_paths):
+                    created.append(create_new_file(path))
                     write_mha(path, crop_png_to_hu(img, job.box), job.spacing)
                 label = ellipse_mask(Recist.from_points(job.recist_crop), (job.box.size, job.box.size))
+                created.append(create_new_file(label_path))
                 write_mha(label_path, label.view(np.uint8), job.spacing)
                 results.append(LesionResult(job.case_id, job.dl_row, used, note=note))
             except Exception as e:  # noqa: BLE001 - reported per lesion, never fatal
-                for path in (*image_paths, label_path):  # no half-written case may stay behind
+                for path in created:  # no half-written case may stay behind; only its own files are removed
                     if os.path.exists(path):
                         os.remove(path)
                 results.append(LesionResult(job.case_id, job.dl_row, issue=Issue(
