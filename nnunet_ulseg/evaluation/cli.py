@@ -5,10 +5,17 @@
 code (0) and raises ``ValueError``/``FileNotFoundError`` with a message naming the file or
 case for bad input (``nnunet_ulseg.cli.main`` turns those into one error line).  The
 evaluation code is imported inside the handlers, so building the parser stays cheap.
+
+:func:`add_label_options` adds ``--lesion-label``/``--threshold`` (how the prediction
+files' values are read, :class:`~nnunet_ulseg.evaluation.label_io.LabelRule`) to
+``evaluate``, ``measure`` and ``ulseg postprocess``, in the ``add_*`` style of
+:mod:`nnunet_ulseg.cli_args`: dashes as the other ``ulseg`` options, nnU-Net's
+underscore spelling (``--lesion_label``) as an alias, checked when parsed.
 """
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from nnunet_ulseg.cli_args import add_chill, add_output_folder, check_output_folder
@@ -20,6 +27,43 @@ POSTPROCESS_CHOICES = ("none", "mark", "mark-ellipse", "mark-grabcut")
 MEASUREMENTS_CSV = "measurements.csv"
 
 
+def lesion_label_value(value: str) -> int:
+    """A ``--lesion-label`` value: a non-zero integer (0 is background)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"lesion label must be an integer, got {value!r}") from None
+    if number == 0:
+        raise argparse.ArgumentTypeError("lesion label must not be 0 (0 is background)")
+    return number
+
+
+def threshold_value(value: str) -> float:
+    """A ``--threshold`` value: a finite number > 0 (so that background 0 is never lesion)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threshold must be a number, got {value!r}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"threshold must be a finite number > 0 (0 is background), got {value!r}")
+    return number
+
+
+def add_label_options(p: argparse.ArgumentParser, what: str = "prediction") -> None:
+    """``--lesion-label N`` | ``--threshold T`` (mutually exclusive): dests ``lesion_label``, ``threshold``.
+
+    Without either, a file's values must be 0 background, 1 lesion, 2 ignore (background);
+    anything else stops the command with an error naming the file and the values.
+    """
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--lesion-label", "--lesion_label", dest="lesion_label", type=lesion_label_value,
+                       default=None, metavar="N",
+                       help=f"the value that is lesion in the {what} files, e.g. 255 for 0/255 masks (default: 1; "
+                            "values other than 0, N and 2 = ignore are an error)")
+    group.add_argument("--threshold", dest="threshold", type=threshold_value, default=None, metavar="T",
+                       help=f"read the {what} files as probability maps: lesion where value >= T (e.g. 0.5)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sidecar", type=Path, required=True, metavar="lesions.csv",
                    help="the converted dataset's lesions.csv (crop boxes, true spacing, RECIST, lesion type)")
@@ -29,6 +73,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interpolation", choices=("linear", "nearest"), default="linear",
                    help="paste-back of crops into the key slice: bilinear + threshold 0.5 (default) or nearest")
     p.add_argument("--file-ending", default=".mha", help="file ending of crops (default: .mha)")
+    add_label_options(p)
 
 
 def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
@@ -42,7 +87,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
                     "dice_cumulative.png and gallery.png, and print the summary table.",
     )
     p.add_argument("--pred", type=Path, nargs="+", required=True, metavar="DIR",
-                   help="one or more prediction folders of <case>.mha crops (label 1 = lesion)")
+                   help="one or more prediction folders of <case>.mha crops (0 background, 1 lesion, 2 ignore; "
+                        "see --lesion-label, --threshold)")
     p.add_argument("--ref", type=Path, required=True, metavar="DIR",
                    help="reference folder: key-slice PNGs named like DeepLesion (<pp>_<ss>_<se>/<slice>.png or "
                         "<File_name>), NIfTI/MHA (<case>.nii.gz ...; 3D: z = key_slice), ULS23 VOIs "
@@ -90,7 +136,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                               images_dir=args.images, allow_missing=args.allow_missing,
                               interpolation=args.interpolation, file_ending=args.file_ending,
                               plots=not args.no_plots, postprocess=args.postprocess,
-                              ref_format=args.ref_format)
+                              ref_format=args.ref_format, lesion_label=args.lesion_label,
+                              threshold=args.threshold)
     print(result.table)
     print(f"\nwrote {', '.join(str(p) for p in result.files.values())}")
     return 0
@@ -102,7 +149,8 @@ def run_measure(args: argparse.Namespace) -> int:
 
     target = check_output_folder(args.out) / MEASUREMENTS_CSV  # measure_folder creates the folder
     rows = measure_folder(args.pred, args.sidecar, target, split=args.split, allow_missing=args.allow_missing,
-                          interpolation=args.interpolation, file_ending=args.file_ending)
+                          interpolation=args.interpolation, file_ending=args.file_ending,
+                          lesion_label=args.lesion_label, threshold=args.threshold)
     ok = [r for r in rows if r["status"] == "ok"]
     empty = sum(r["components"] == 0 for r in ok)
     print(f"measured {len(ok)} lesion(s) ({empty} empty, {len(rows) - len(ok)} missing) -> {target}")

@@ -21,10 +21,16 @@ reference file (``ref_source``).  The metric definitions are in
 
 Choices where the spec is silent:
 
-* Labels: label 1 is the lesion in both prediction and reference; everything else,
-  including the ignore label 2, is background (a manual reference has no 2s; a
-  pseudo-label folder used as a reference would have its uncertain band counted as
-  background rather than silently dropped from the pixel counts).
+* Labels: label 1 is the lesion in both prediction and reference; the ignore label 2
+  is background (a manual reference has no 2s; a pseudo-label folder used as a
+  reference would have its uncertain band counted as background rather than silently
+  dropped from the pixel counts).  Any other value in a prediction (a 0/255 mask, a
+  probability map, a label 3) is an error naming the file and the values, which used to
+  score Dice 0 silently (issue 12): ``lesion_label`` (``--lesion-label N``, e.g. 255) or
+  ``threshold`` (``--threshold T``: lesion where value >= T) say how to read such files
+  (:class:`~nnunet_ulseg.evaluation.label_io.LabelRule`).  They apply to the predictions;
+  crop-geometry references are always read as 0/1/2, slice-geometry ones by their own
+  rule (value > 0 is lesion, :mod:`.references`).
 * Cases: the sidecar rows of ``split`` (``"all"`` for every row) that have a reference.
   Rows without one (no file, or a shared slice mask in which the lesion's RECIST mark
   crosses no lesion) are counted (``n_without_reference``) and listed in
@@ -64,7 +70,7 @@ import numpy as np
 from nnunet_ulseg.conversion.geometry import paste_back_image
 from nnunet_ulseg.conversion.sidecar import LesionRow, paste_back, read_sidecar
 from nnunet_ulseg.evaluation.aggregate import DICE_THRESHOLDS, aggregate, format_table
-from nnunet_ulseg.evaluation.label_io import read_crop_mask
+from nnunet_ulseg.evaluation.label_io import DEFAULT_RULE, LabelRule, read_crop_mask
 from nnunet_ulseg.evaluation.metrics import LesionMetrics, lesion_metrics, lesion_type_name
 from nnunet_ulseg.evaluation.references import Reference, crop_label, open_reference
 from nnunet_ulseg.nnunet_layout import image_filename
@@ -84,7 +90,8 @@ DEFINITIONS = {
     "geometry": "crops pasted back into the key slice with the lesions.csv crop box (--interpolation: "
                 "bilinear then >= 0.5 by default, or nearest); "
                 "mm from the sidecar's spacing_x, spacing_y",
-    "labels": "label 1 = lesion; 0, 2 (ignore) and any other value = background",
+    "labels": "predictions: 0 background, 1 lesion (--lesion-label N: N), 2 ignore = background, any other value "
+              "an error (--threshold T: lesion where value >= T); references: label 1 (crop) or value > 0 (slice)",
     "precision": "TP / (TP + FP); NaN for an empty prediction",
     "recall": "TP / (TP + FN); NaN for an empty reference",
     "dice": "2TP / (2TP + FP + FN); 1 when both masks are empty, 0 when exactly one is "
@@ -162,16 +169,17 @@ def missing_predictions_error(folder: Path, cases: Sequence[str], n_cases: int) 
 
 
 def predicted_label(path: Path, row: LesionRow, postprocess: str = "none", images_dir: Path | None = None,
-                    file_ending: str = ".mha") -> tuple[np.ndarray, str]:
+                    file_ending: str = ".mha", rule: LabelRule = DEFAULT_RULE) -> tuple[np.ndarray, str]:
     """:func:`crop_label` of a prediction after the ``postprocess`` mode, and the case's post-processing status.
 
-    ``images_dir``: the CT crops, read by the image modes (``mark-grabcut``).
+    ``images_dir``: the CT crops, read by the image modes (``mark-grabcut``); ``rule``: how
+    the file's values are read (a value it does not allow is a ``ValueError`` naming ``path``).
     """
     from nnunet_ulseg.postprocess import IMAGE_MODES, postprocess_crop, read_crop_image
 
     try:
         ct = read_crop_image(images_dir, row.case, file_ending) if postprocess in IMAGE_MODES else None
-        kept = postprocess_crop(crop_label(path, row), row, postprocess, image=ct)
+        kept = postprocess_crop(crop_label(path, row, rule), row, postprocess, image=ct)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     return kept.mask, kept.status
@@ -270,7 +278,8 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
                      out_dir: str | Path, names: Sequence[str] | None = None, split: str | None = "test",
                      images_dir: str | Path | None = None, allow_missing: bool = False,
                      interpolation: str = "linear", file_ending: str = ".mha", plots: bool = True,
-                     postprocess: str | Sequence[str] = "none", ref_format: str = "auto") -> EvaluationResult:
+                     postprocess: str | Sequence[str] = "none", ref_format: str = "auto",
+                     lesion_label: int | None = None, threshold: float | None = None) -> EvaluationResult:
     """Evaluate every prediction folder against ``ref_dir`` (module docstring); write and return the results.
 
     ``ref_format``: the kind of reference folder, one of
@@ -280,6 +289,8 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
     default ``<ref_dir>/../imagesTs``; when absent the gallery is drawn without CT.
     ``postprocess``: one mode of :data:`nnunet_ulseg.postprocess.MODES` or several (each
     folder is then evaluated once per mode, named ``<name> [<mode>]``).
+    ``lesion_label`` / ``threshold``: how the prediction files' values are read (module
+    docstring, "Labels"; at most one of them).
     Raises ``FileNotFoundError`` for a missing folder, a missing prediction (unless
     ``allow_missing``) or when no case has a reference; ``ValueError`` for bad input.
     """
@@ -293,6 +304,7 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
     if not sidecar.is_file():
         raise FileNotFoundError(f"{sidecar}: no such sidecar file")
     folder_names = resolve_names(pred_paths, names)
+    rule = LabelRule(lesion_label, threshold)
     modes = postprocess_modes(postprocess)
     entries = [(n if len(modes) == 1 else f"{n} [{mode}]", p, mode) for n, p in zip(folder_names, pred_paths)
                for mode in modes]
@@ -326,7 +338,7 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
             if not path.is_file():
                 records.append(_record(n, row, "missing", None, mode, ref_source=sources[row.case]))
                 continue
-            crop, pp_status = predicted_label(path, row, mode, ct_dir, file_ending)
+            crop, pp_status = predicted_label(path, row, mode, ct_dir, file_ending, rule)
             pred = to_slice(crop, row, interpolation)[window]
             m = lesion_metrics(pred, ref, spacing, row.long_mm, row.short_mm)
             records.append(_record(n, row, "ok", m, mode, pp_status, sources[row.case]))
@@ -343,11 +355,13 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
         "settings": {"pred_dirs": {n: str(p) for n, p in zip(folder_names, pred_paths)}, "ref_dir": str(ref_dir),
                      "sidecar": str(sidecar), "split": split, "interpolation": interpolation,
                      "file_ending": file_ending, "allow_missing": allow_missing, "postprocess": modes,
-                     "ref_format": ref_format},
+                     "ref_format": ref_format, "lesion_label": lesion_label, "threshold": threshold,
+                     "labels": rule.describe()},
         "reference": reference.describe(),
         "geometry": SCORING_GEOMETRY if reference.geometry == "slice" else
         SCORING_GEOMETRY + "; this run: crop-geometry reference, slice -> crop -> slice (lossy)",
-        "definitions": DEFINITIONS,
+        "definitions": {**DEFINITIONS, "labels": f"predictions: {rule.describe()}; references: label 1 (crop) "
+                        "or value > 0 (slice geometry)"},
         "n_cases_in_split": len(rows),
         "n_evaluated_cases": len(with_ref),
         "n_without_reference": len(without_ref),
@@ -366,7 +380,7 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
     files["table"].write_text(table + "\n")
     if plots:
         files.update(_plots(records, entries, ref_dir, with_ref, refs, out_dir, images_dir, file_ending,
-                            interpolation, windows))
+                            interpolation, windows, rule))
     return EvaluationResult(out_dir, records, summary, table, files)
 
 
@@ -437,7 +451,7 @@ def _window(row: LesionRow) -> tuple[float, float]:
 
 
 def _plots(records, entries, ref_dir, rows, refs, out_dir, images_dir, file_ending,
-           interpolation="linear", windows=None) -> dict[str, Path]:
+           interpolation="linear", windows=None, rule: LabelRule = DEFAULT_RULE) -> dict[str, Path]:
     """The Dice cumulative histogram and the gallery, drawn in the key-slice window where Dice is computed.
 
     The gallery shows the same lesions in every row (:func:`~.plots.shared_cases`).
@@ -470,7 +484,7 @@ def _plots(records, entries, ref_dir, rows, refs, out_dir, images_dir, file_endi
                 continue
             window = window_of[case]
             origin = np.array([window[1].start, window[0].start], dtype=np.float64)
-            pred = to_slice(predicted_label(p / f"{case}{file_ending}", row, mode, images, file_ending)[0], row,
+            pred = to_slice(predicted_label(p / f"{case}{file_ending}", row, mode, images, file_ending, rule)[0], row,
                             interpolation)
             panels.append(GalleryPanel(
                 title=f"{kind}: {row.case} ({rec['lesion_type_name']})", pred=pred[window], ref=refs[case],

@@ -1,6 +1,9 @@
 """``ulseg measure``: the clinical read-out of a prediction folder, one row per lesion.
 
-For every predicted crop (``<case>.mha``, label 1 = lesion, everything else background)
+For every predicted crop (``<case>.mha``, label 1 = lesion, 0 and the ignore label 2
+background; any other value is an error naming the file, unless ``lesion_label``
+(``--lesion-label N``) or ``threshold`` (``--threshold T``, a probability map) says how to
+read it: :class:`~nnunet_ulseg.evaluation.label_io.LabelRule`, the rule of ``ulseg evaluate``)
 the mask is pasted back into its key slice with the ``lesions.csv`` crop box (as in
 ``ulseg evaluate``) and measured with the true spacing ``(spacing_x, spacing_y)``:
 
@@ -44,6 +47,7 @@ from nnunet_ulseg.evaluation.evaluate import (
     slice_window,
     to_slice,
 )
+from nnunet_ulseg.evaluation.label_io import LabelRule
 from nnunet_ulseg.evaluation.metrics import axis_error, lesion_type_name, measure_mask
 from nnunet_ulseg.recist import AXIS_CONVENTIONS
 
@@ -68,11 +72,17 @@ def _points(endpoints, offset) -> str:
 
 def measure_folder(pred_dir: str | Path, sidecar: str | Path, out_csv: str | Path | None = None,
                    split: str | None = "test", allow_missing: bool = False, interpolation: str = "linear",
-                   file_ending: str = ".mha", recist_convention: str = "edge") -> list[dict]:
-    """Measure every prediction of ``split`` (module docstring); write ``out_csv`` when given; return the rows."""
+                   file_ending: str = ".mha", recist_convention: str = "edge", lesion_label: int | None = None,
+                   threshold: float | None = None) -> list[dict]:
+    """Measure every prediction of ``split`` (module docstring); write ``out_csv`` when given; return the rows.
+
+    ``lesion_label`` / ``threshold``: how the prediction files' values are read (at most one).
+    Nothing is written when a file has values the rule does not allow (``ValueError``).
+    """
     if recist_convention not in AXIS_CONVENTIONS:
         raise ValueError(f"measure_folder: recist_convention must be one of {AXIS_CONVENTIONS}, "
                          f"got {recist_convention!r}")
+    rule = LabelRule(lesion_label, threshold)
     pred_dir, sidecar = Path(pred_dir), Path(sidecar)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"{pred_dir}: no such folder")
@@ -100,7 +110,7 @@ def measure_folder(pred_dir: str | Path, sidecar: str | Path, out_csv: str | Pat
             out.append(rec)
             continue
         rows_w, cols_w = slice_window(row)
-        mask = to_slice(crop_label(path, row), row, interpolation)[rows_w, cols_w]
+        mask = to_slice(crop_label(path, row, rule), row, interpolation)[rows_w, cols_w]
         m = measure_mask(mask, (row.spacing_x, row.spacing_y), "edge")
         u = measure_mask(mask, (row.spacing_x, row.spacing_y), "uls23")
         k = m if recist_convention == "edge" else u

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_ulseg.conversion.sidecar import paste_back, read_sidecar
-from nnunet_ulseg.evaluation.label_io import read_crop_mask
+from nnunet_ulseg.evaluation.label_io import LabelRule, read_crop_mask
 from nnunet_ulseg.evaluation.overlap import Overlap, summarize
 from nnunet_ulseg.evaluation.references import TrueMasks, open_reference
+from nnunet_ulseg.evaluation.references.crop import crop_labels
 
 __all__ = ["TrueMasks", "read_crop_mask", "score_folder"]
 
@@ -43,7 +44,8 @@ def _axis_errors(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float]
 def score_folder(mask_dir: str | Path, sidecar: str | Path, truth: str | Path,
                  split: str = "test", file_ending: str = ".mha", ignore_label: int = 2,
                  postprocess: str = "none", images_dir: str | Path | None = None,
-                 ref_format: str = "auto") -> dict:
+                 ref_format: str = "auto", lesion_label: int | None = None,
+                 threshold: float | None = None) -> dict:
     """Dice/precision/recall of every ``<case><file_ending>`` in ``mask_dir`` for the cases of ``split``.
 
     ``truth``: a reference folder of kind ``ref_format``
@@ -55,7 +57,14 @@ def score_folder(mask_dir: str | Path, sidecar: str | Path, truth: str | Path,
     The lesion is label 1.  Label ``ignore_label`` (nnU-Net's ignore label of a refined
     pseudo mask) counts as not-lesion for ``dice``; ``dice_labelled`` (summarised in
     ``summary_labelled``) leaves its pixels out, see :meth:`Overlap.outside`.  Without
-    ignore pixels both are equal.  A case with a reference but missing from
+    ignore pixels both are equal.  Any other value in a mask file is a ``ValueError``
+    naming the file and the values (a 0/255 mask or a probability map scored Dice 0
+    before), unless ``lesion_label`` (the lesion value, e.g. 255) or ``threshold`` (a
+    probability map: lesion where value >= ``threshold``, no ignore pixels) says how to
+    read it (:class:`~nnunet_ulseg.evaluation.label_io.LabelRule`, the rule of
+    ``ulseg evaluate``).  Files are read through
+    :func:`~nnunet_ulseg.evaluation.references.crop.crop_labels`, which also checks their
+    shape against the crop size.  A case with a reference but missing from
     ``mask_dir`` is an error: a silently shorter table would overstate the result.
 
     ``postprocess``: a mode of :data:`nnunet_ulseg.postprocess.MODES`, applied to each crop
@@ -66,6 +75,7 @@ def score_folder(mask_dir: str | Path, sidecar: str | Path, truth: str | Path,
     from nnunet_ulseg.postprocess import IMAGE_MODES, check_mode, postprocess_crop, read_crop_image
 
     check_mode(postprocess)
+    rule = LabelRule(lesion_label, threshold, ignore_label)
     if images_dir is None:  # the converted dataset's own crops, next to its lesions.csv
         images_dir = Path(sidecar).parent / ("imagesTs" if split == "test" else "imagesTr")
     mask_dir = Path(mask_dir)
@@ -85,15 +95,14 @@ def score_folder(mask_dir: str | Path, sidecar: str | Path, truth: str | Path,
         path = mask_dir / f"{row.case}{file_ending}"
         if not path.exists():
             raise FileNotFoundError(f"no mask for case {row.case} in {mask_dir}")
-        crop = read_crop_mask(path)
+        lesion, ignored = crop_labels(path, row, rule)
         try:
             ct = read_crop_image(images_dir, row.case, file_ending) if postprocess in IMAGE_MODES else None
-            kept = postprocess_crop(crop, row, postprocess, image=ct)
+            kept = postprocess_crop(lesion, row, postprocess, image=ct)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
         pred = paste_back(kept.mask, row)
         o = Overlap.of(pred, ref)
-        ignored = crop == ignore_label
         labelled = Overlap.outside(pred, ref, paste_back(ignored, row)) if ignored.any() else o
         long_err, short_err = _axis_errors(pred, ref, (row.spacing_x, row.spacing_y))
         per_lesion.append({"case": row.case, "dice": o.dice, "precision": o.precision, "recall": o.recall,
