@@ -74,9 +74,9 @@ def ulseg(argv):
     return main([str(a) for a in argv])
 
 
-def evaluate(case, pred, *options, out="out"):
+def evaluate(case, pred, *options, out="out", plots=False):
     return ulseg(["evaluate", "--pred", pred, "--ref", case["ref"], "--ref-format", "png", "--sidecar",
-                  case["sidecar"], "-o", case["root"] / out, "--no-plots", *options])
+                  case["sidecar"], "-o", case["root"] / out, *([] if plots else ["--no-plots"]), *options])
 
 
 def dice_of(case, out="out"):
@@ -115,12 +115,14 @@ def test_evaluate_refuses_values_outside_0_1_2_naming_the_file_and_values(case, 
     assert evaluate(case, pred) == 2  # before the fix: exit 0, Dice 0 for every lesion
     err = capsys.readouterr().err
     assert f"{pred / 'a.mha'}: label values" in err and shown in err and option in err
+    assert err.count(str(pred / "a.mha")) == 1
     assert not (case["root"] / "out").exists()  # nothing written
 
 
 def test_lesion_label_and_threshold_read_the_masks(case):
-    assert evaluate(case, case["preds"]("p255", as_255), "--lesion-label", 255, out="o255") == 0
-    assert dice_of(case, "o255") == {"a": 1.0, "b": 1.0}
+    # the gallery reads the predictions again, by the same rule
+    assert evaluate(case, case["preds"]("p255", as_255), "--lesion-label", 255, out="o255", plots=True) == 0
+    assert dice_of(case, "o255") == {"a": 1.0, "b": 1.0} and (case["root"] / "o255" / "gallery.png").is_file()
     assert evaluate(case, case["preds"]("prob", as_probability), "--threshold", 0.5, out="oprob") == 0
     assert dice_of(case, "oprob") == {"a": 1.0, "b": 1.0}
     summary = json.loads((case["root"] / "oprob" / "summary.json").read_text())

@@ -177,9 +177,10 @@ def predicted_label(path: Path, row: LesionRow, postprocess: str = "none", image
     """
     from nnunet_ulseg.postprocess import IMAGE_MODES, postprocess_crop, read_crop_image
 
+    crop = crop_label(path, row, rule)  # its errors name the file already
     try:
         ct = read_crop_image(images_dir, row.case, file_ending) if postprocess in IMAGE_MODES else None
-        kept = postprocess_crop(crop_label(path, row, rule), row, postprocess, image=ct)
+        kept = postprocess_crop(crop, row, postprocess, image=ct)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     return kept.mask, kept.status
