@@ -35,9 +35,12 @@ Files:
 Splits: ULS23 VOIs carry none, so patients are assigned with
 :func:`~.uls23_splits.assign_patient_splits` (``val_fraction``, ``test_fraction``,
 ``seed``); VOIs whose names identify no patient are split per VOI, with a warning.
-Output-folder rules are DeepLesion's: ``dataset.json`` is written last, an existing
-conversion is refused unless ``overwrite`` (which deletes only what this converter
-writes), an output inside an input folder is refused.  ``strict`` raises
+Output-folder rules are DeepLesion's, from the same :mod:`.output` (issue 12): ``dataset.json``
+is written last, an existing conversion or any file this converter writes is refused unless
+``overwrite``, which deletes only what a run of convert-uls23 recorded in
+``conversion_manifest.json`` (a dataset another tool made, convert-deeplesion included, is
+refused); links in place of its folders or files are refused; an output inside an input
+folder is refused.  ``strict`` raises
 :class:`~.report.ConversionError` on the first bad VOI instead of skipping it.
 """
 from __future__ import annotations
@@ -46,7 +49,6 @@ import csv
 import dataclasses
 import logging
 import os
-import shutil
 import sys
 import time
 from collections import Counter
@@ -54,23 +56,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .context import channel_names
+from .context import channel_names, channel_offsets
 from .deeplesion import LABELS, NOMINAL_SPACING, default_num_processes, task_results
 from .dl_info import SPLIT_NAMES
 from .geometry import SCALE_POLICIES, crop_size_range
+from .output import OutputFolder, check_inputs_outside
 from .report import ConversionError, IssueLog, format_summary
 from .sidecar import LesionRow, write_sidecar
 from .splits import make_splits, preprocessed_root_from_env, write_splits
 from .uls23_names import VOI_SUFFIXES, VoiName, case_id_for, number_patients, parse_voi_name, voi_stem
 from .uls23_splits import assign_patient_splits
 from .uls23_voi import VOI_REASONS
-from .uls23_worker import REFERENCE_DIR, VoiIssue, VoiResult, VoiTask, VolumeInfo, convert_voi
-from .worker import TEST_DIRS, TRAIN_DIRS
+from .uls23_worker import REFERENCE_DIR, VoiIssue, VoiResult, VoiTask, VolumeInfo, convert_voi, reference_path
+from .worker import TEST_DIRS, TRAIN_DIRS, output_paths
 
 logger = logging.getLogger("nnunet_ulseg.conversion")
 
 OUTPUT_DIRS = (*TRAIN_DIRS, *TEST_DIRS, REFERENCE_DIR)
 OUTPUT_FILES = ("dataset.json", "splits_final.json", "lesions.csv", "conversion_report.csv", "uls23_volumes.csv")
+#: ``converted_by`` in dataset.json and the output manifest (:mod:`.output`).
+CONVERTED_BY = "nnunet_ulseg convert-uls23"
 REPORT_COLUMNS = ("dl_row", "File_name", "case", "status", "reason", "detail", "file")
 VOLUME_COLUMNS = tuple(f.name for f in dataclasses.fields(VolumeInfo))
 
@@ -108,31 +113,25 @@ class Uls23Result:
                 + format_summary(self.converted, self.skipped, notes))
 
 
-def _check_paths(images: Path, labels: Path, out: Path, overwrite: bool) -> None:
+def _check_paths(images: Path, labels: Path, out: Path, overwrite: bool) -> OutputFolder:
+    """Check the input folders and the output folder (:mod:`.output`'s rules); nothing is written."""
     for what, d in (("images", images), ("labels", labels)):
         if not d.is_dir():
             raise FileNotFoundError(f"ULS23 {what} folder {d} does not exist")
-        if out == d or d in out.parents:
-            raise ValueError(f"output folder {out} is inside the {what} folder {d}, which is never written to")
-        if any(out / o == d or out / o in d.parents for o in OUTPUT_DIRS):
-            raise ValueError(f"the {what} folder {d} is inside an output case folder of {out}")
-    if not overwrite:
-        if (out / "dataset.json").exists():
-            raise FileExistsError(f"{out} already holds a converted dataset (dataset.json); "
-                                  "use overwrite=True / --overwrite to replace it")
-        busy = [d for d in OUTPUT_DIRS if (out / d).is_dir() and any((out / d).iterdir())]
-        if busy:
-            raise FileExistsError(f"{out} holds files in {', '.join(busy)} from an earlier (interrupted?) run; "
-                                  "use overwrite=True / --overwrite to replace them")
+    check_inputs_outside(out, {"images": images, "labels": labels}, OUTPUT_DIRS)
+    folder = OutputFolder(out, CONVERTED_BY, OUTPUT_DIRS, OUTPUT_FILES)
+    folder.check(overwrite)
+    return folder
 
 
-def _clear_outputs(out: Path) -> None:
-    for d in OUTPUT_DIRS:
-        if (out / d).is_dir():
-            shutil.rmtree(out / d)
-    for f in OUTPUT_FILES:
-        if (out / f).exists():
-            (out / f).unlink()
+def _case_files(out: Path, cases, context: int) -> list[str]:
+    """Every file the cases ``(case_id, File_name, test)`` have in the output folder (crops, label, reference)."""
+    n_channels = len(channel_offsets(context))
+    files = []
+    for case, file_name, test in cases:
+        images, label = output_paths(str(out), case, n_channels, test)
+        files += [*images, label] + ([reference_path(str(out), file_name)] if test else [])
+    return files
 
 
 def _voi_files(folder: Path) -> dict[str, list[str]]:
@@ -203,8 +202,9 @@ def read_volumes(path: str | os.PathLike) -> list[VolumeInfo]:
         return [VolumeInfo(**{c: parse(c, r[c]) for c in VOLUME_COLUMNS}) for r in csv.DictReader(f)]
 
 
-def _write_dataset_json(out: Path, images: Path, labels: Path, n_training: int, n_test: int, context: int,
-                        scale_policy: str, min_crop: float, size_range: tuple[int, int], n_partial: int) -> None:
+def _write_dataset_json(out: Path, dataset_name: str, images: Path, labels: Path, n_training: int, n_test: int,
+                        context: int, scale_policy: str, min_crop: float, size_range: tuple[int, int],
+                        n_partial: int) -> None:
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
     names = channel_names(context)
@@ -214,12 +214,12 @@ def _write_dataset_json(out: Path, images: Path, labels: Path, n_training: int, 
         labels=dict(LABELS),
         num_training_cases=n_training,
         file_ending=".mha",
-        dataset_name=out.name,
+        dataset_name=dataset_name,
         description="ULS23 VOIs: key-slice lesion crops with ellipse pseudo masks from RECIST axes derived "
                     "from the labels (nnunet_ulseg)",
         reference="https://uls23.grand-challenge.org/",
         license="the ULS23 data terms (uls23.grand-challenge.org and the Zenodo records of each part)",
-        converted_by="nnunet_ulseg convert-uls23",
+        converted_by=CONVERTED_BY,
         source="ULS23",
         source_dir=str(images),
         labels_dir=str(labels),
@@ -294,7 +294,7 @@ def convert_uls23(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, 
     size_range = crop_size_range(crop_size, scale_policy)
     num_processes = default_num_processes() if num_processes is None else int(num_processes)
     images, labels, out = Path(images_dir).resolve(), Path(labels_dir).resolve(), Path(out_dir).resolve()
-    _check_paths(images, labels, out, overwrite)
+    folder = _check_paths(images, labels, out, overwrite)
     pairs, dupes = pair_vois(images, labels)
     if not pairs:
         raise ConversionError(f"{images} holds no VOI files ({', '.join(VOI_SUFFIXES)})")
@@ -305,9 +305,9 @@ def convert_uls23(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, 
     tasks, results, per_voi = _plan(pairs, dupes, images, labels, out, log, opts, val_fraction, test_fraction, seed)
 
     if overwrite:
-        _clear_outputs(out)
-    for d in OUTPUT_DIRS:
-        (out / d).mkdir(parents=True, exist_ok=True)
+        folder.clear()
+    # recorded before the first case file, so an interrupted run can be replaced with --overwrite
+    folder.start(_case_files(out, ((t.case_id, t.name.file_name, t.split == 3) for t in tasks), context))
 
     from tqdm import tqdm
 
@@ -323,19 +323,22 @@ def convert_uls23(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, 
 
     results.sort(key=lambda r: r.dl_row)
     rows = [r.row for r in results if r.row is not None]
-    write_sidecar(out / "lesions.csv", rows)
-    _write_report(out / "conversion_report.csv", results)
+    write_sidecar(folder.new_file("lesions.csv"), rows)
+    _write_report(folder.new_file("conversion_report.csv"), results)
     volumes = [r.volume for r in results]
-    write_volumes(out / "uls23_volumes.csv", volumes)
+    write_volumes(folder.new_file("uls23_volumes.csv"), volumes)
     split_value = {name: value for value, name in SPLIT_NAMES.items()}
     splits = make_splits((r.case, split_value[r.split]) for r in rows)
+    folder.new_file("splits_final.json")
     write_splits(splits, out, preprocessed_root_from_env(), overwrite=overwrite)
     n_test = sum(r.split == "test" for r in rows)
     if not splits[0]["val"]:
         logger.warning("no validation cases: nnU-Net's fold 0 needs a non-empty 'val' list in splits_final.json")
     result = Uls23Result(out, rows, [r.issue for r in results if r.issue is not None], volumes, len(pairs), per_voi)
-    _write_dataset_json(out, images, labels, len(rows) - n_test, n_test, context, scale_policy, min_crop, size_range,
-                        len(result.partial))
+    folder.write_new("dataset.json", lambda tmp: _write_dataset_json(
+        tmp, out.name, images, labels, len(rows) - n_test, n_test, context, scale_policy, min_crop, size_range,
+        len(result.partial)))
+    folder.finish(_case_files(out, ((r.case, r.File_name, r.split == "test") for r in rows), context))
     result.seconds = time.perf_counter() - t0
     if progress:
         print(result.summary(), file=sys.stdout, flush=True)

@@ -8,8 +8,8 @@ Options are spelled as nnU-Net's converters (``-i`` images, ``-o`` output, ``-d`
 id, ``-np`` processes; :mod:`nnunet_ulseg.cli_args`) with long aliases; ``-l`` is the
 labels folder.  Without ``-o`` the dataset goes to ``$nnUNet_raw/Dataset<-d>_<--name>``
 (default ``Dataset502_ULS23``).  Exit codes as ``convert-deeplesion``: 0 on success, even
-with skipped VOIs (they are in ``conversion_report.csv``); 2 for a user error, printed as
-one ``error:`` line.
+with skipped VOIs (they are in ``conversion_report.csv``); 1 when no VOI was converted; 2
+for a user error, printed as one ``error:`` line.
 """
 from __future__ import annotations
 
@@ -97,13 +97,18 @@ def run_uls23(args: argparse.Namespace) -> int:
     with _log_to_stderr(args.quiet):
         try:
             out = output_folder(args.out, args.dataset_id, args.name)
-            convert_uls23(args.images, args.labels, out, num_processes=args.num_processes, context=args.context,
-                          strict=args.strict, scale_policy=args.scale_policy, min_crop=args.min_crop,
-                          overwrite=args.overwrite, progress=not args.quiet, crop_size=args.crop_size,
-                          val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed)
+            result = convert_uls23(args.images, args.labels, out, num_processes=args.num_processes,
+                                   context=args.context, strict=args.strict, scale_policy=args.scale_policy,
+                                   min_crop=args.min_crop, overwrite=args.overwrite, progress=not args.quiet,
+                                   crop_size=args.crop_size, val_fraction=args.val_fraction,
+                                   test_fraction=args.test_fraction, seed=args.seed)
         except (ValueError, OSError) as e:  # ConversionError, bad input, existing output: user errors
             print(f"ulseg {COMMAND}: error: {e}", file=sys.stderr)
             return 2
+    if not result.rows:  # issue 12 case 8: a run that converted nothing is a failure, not a success
+        print(f"ulseg {COMMAND}: error: no VOI was converted ({len(result.issues)} skipped; the reasons are in "
+              f"{result.out_dir / 'conversion_report.csv'})", file=sys.stderr)
+        return 1
     return 0
 
 
