@@ -8,9 +8,9 @@ which SimpleITK reads as a 4D image or as a vector image; both squeeze to ``[z, 
 
 Label values of crop-geometry files (predictions, pseudo labels, crop references):
 :class:`LabelRule` and :func:`lesion_and_ignore` (issue 12, case 5).  The contract is
-CONVENTIONS "Files": 0 background, 1 lesion, 2 ignore.  Before, every value but 1 was
-read as background, so a 0/255 mask, a probability map or a label 3 scored Dice 0 for
-every lesion without a word.  Now:
+CONVENTIONS "Files": 0 background, 1 lesion, 2 ignore.  The values are checked because
+reading "1 = lesion, the rest background" turns a 0/255 mask, a probability map or a
+label 3 into empty predictions that score Dice 0 for every lesion without a word:
 
 * {0, 1, 2} is read as it is; 2 (the ignore band of a refined pseudo label) is
   *background* for the lesion mask and returned separately, for the callers that leave
