@@ -160,17 +160,17 @@ def test_overwrite_refuses_a_dataset_another_tool_made(dl, tmp_path, dataset_jso
 def test_overwrite_removes_only_what_the_previous_run_recorded(dl, tmp_path):
     out = tmp_path / NAME
     convert(dl, out)
-    manifest = read_manifest(out)
-    assert manifest["converted_by"] == "nnunet_ulseg convert-deeplesion"
-    written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {MANIFEST}
-    assert set(manifest["files"]) == written  # the record is exactly what the run wrote
     (out / "notes.txt").write_text("mine")
-    extra = out / "imagesTr" / "MINE_001_0000.mha"
+    extra = out / "imagesTr" / "MINE_001_0000.mha"  # not written by the converter: kept, and the run refused
     extra.write_text("mine")
     with pytest.raises(FileExistsError, match="MINE_001_0000.mha"):
         convert(dl, out, overwrite=True)
     assert extra.read_text() == "mine" and (out / "dataset.json").is_file()
     extra.unlink()
+    manifest = read_manifest(out)
+    assert manifest["converted_by"] == "nnunet_ulseg convert-deeplesion" and manifest["state"] == "complete"
+    written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {MANIFEST, "notes.txt"}
+    assert set(manifest["files"]) == written  # the record is exactly what the run wrote
     # a recorded file replaced by a link is not ours any more either
     (out / "lesions.csv").unlink()
     (out / "lesions.csv").symlink_to(dl / "DL_info.csv")
@@ -197,14 +197,17 @@ def test_overwrite_refuses_a_manifest_of_another_converter(dl, tmp_path):
 def test_an_interrupted_conversion_is_never_taken_as_complete(dl, tmp_path, monkeypatch):
     out = tmp_path / NAME
 
-    def killed(*args, **kwargs):
+    def killed(folder, *args, **kwargs):  # killed half-way through writing dataset.json
+        (Path(folder) / "dataset.json").write_text('{"channel_names": ')
         raise KeyboardInterrupt
 
     with monkeypatch.context() as mp:
         mp.setattr(deeplesion, "_write_dataset_json", killed)
         with pytest.raises(KeyboardInterrupt):
             convert(dl, out)
-    assert not (out / "dataset.json").exists() and (out / MANIFEST).is_file()
+    assert not (out / "dataset.json").exists()  # no half-written completion marker
+    assert read_manifest(out)["state"] == "converting"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left behind
     with pytest.raises(FileExistsError, match="interrupted"):
         convert(dl, out)
     result = convert(dl, out, overwrite=True)
