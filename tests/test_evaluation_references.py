@@ -177,6 +177,14 @@ def test_nifti_key_slices_and_slice_range_volume(data, tmp_path):
         np.testing.assert_array_equal(got.mask, data["true"][r.case])
         assert got.source == f"{path} z=1 (instance {i + 1})"
     assert detect_format(vol_dir, rs) == "volume"
+    # a 3D <case> volume for a DeepLesion row: key_slice is a PNG slice number, not a z index, so no guess
+    per_case = tmp_path / "per_case"
+    per_case.mkdir()
+    big = np.zeros((r0.key_slice + 5, r0.image_height, r0.image_width), np.uint8)
+    big[r0.key_slice][data["true"][r0.case]] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(big), str(per_case / f"{r0.case}.nii.gz"))
+    with pytest.raises(ValueError, match=f"{r0.case}.nii.gz.*DeepLesion key slice.*slice range in the name"):
+        open_reference(per_case, "volume").get(r0)
 
 
 def test_shape_mismatch_is_an_error_naming_the_file(data, tmp_path):
@@ -192,8 +200,11 @@ def test_shape_mismatch_is_an_error_naming_the_file(data, tmp_path):
     nii.mkdir()
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, r.image_width, r.image_height + 1), np.uint8)),
                     str(nii / f"{r.case}.nii.gz"))
+    with pytest.raises(ValueError, match=f"{r.case}.nii.gz.*DeepLesion key slice"):
+        open_reference(nii, "volume").get(r)  # a PNG slice number is no z index
+    voi_row = dataclasses.replace(r, File_name=f"{r.case}.nii.gz")  # a ULS23-style row: key_slice is z
     with pytest.raises(ValueError, match=f"{r.case}.nii.gz.*z = {r.key_slice}, outside"):
-        open_reference(nii, "volume").get(r)
+        open_reference(nii, "volume").get(voi_row)
     ct = tmp_path / "ct"
     ct.mkdir()
     values = np.arange(r.image_height * r.image_width, dtype=np.uint32) % 4000 + 30000

@@ -5,7 +5,8 @@ squeezed (:func:`~nnunet_ulseg.evaluation.label_io.read_label_array`).  A 2D fil
 key slice itself; from a 3D file the slice ``z = key_slice - first`` is used, where
 ``key_slice`` is the sidecar's and ``first`` is the first slice number encoded in the file
 name (below), ``0`` otherwise, so ``key_slice`` is then a **0-based** z index (the ULS23
-converter's contract).  The slice must be ``image_height x image_width`` (rows = y); a
+converter's contract).  A DeepLesion row (File_name ``*.png``) holds the PNG's slice
+number instead, so a 3D file without a slice range in its name is refused for it.  The slice must be ``image_height x image_width`` (rows = y); a
 wrong shape or a z outside the volume is an error naming the file and the case.
 
 ``volume``: a lesion's file is looked up, in this order (``<ext>`` is each of
@@ -48,6 +49,13 @@ def key_slice_of(array: np.ndarray, row: LesionRow, path: Path, first: int = 0) 
     if array.ndim == 2:
         plane = array
     elif array.ndim == 3:
+        if first == 0 and row.File_name.lower().endswith(".png"):
+            # a DeepLesion row: key_slice is the PNG's slice number in its series, not a z index into
+            # whatever range this file covers; guessing the offset would score the wrong slice silently
+            raise ValueError(f"{path}: case {row.case} is a DeepLesion key slice ({row.File_name}, slice number "
+                             f"{row.key_slice}); a 3D reference needs its slice range in the name "
+                             f"({row.patient:06d}_{row.study:02d}_{row.series:02d}_<first>-<last>.nii.gz, "
+                             "DeepLesion's NIfTI export) or give the 2D key slice as <case>.nii.gz")
         z = row.key_slice - first
         if not 0 <= z < array.shape[0]:
             raise ValueError(f"{path}: case {row.case}'s key slice {row.key_slice} is z = {z}, outside the "
