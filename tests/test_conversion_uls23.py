@@ -256,6 +256,7 @@ def test_dataset_json_and_nnunet_integrity(converted):
 
     out, rows = converted["out"], converted["rows"].values()
     dj = json.loads((out / "dataset.json").read_text())
+    assert dj["recist_convention"] == "uls23"  # the marks are pixel-centre lengths (sidecar.recist_convention)
     assert dj["labels"] == {"background": 0, "lesion": 1, "ignore": 2}
     assert dj["channel_names"] == {"0": "CT", "1": "CT", "2": "CT"}
     assert (dj["source"], dj["converted_by"], dj["crop_size_range"]) == ("ULS23", "nnunet_ulseg convert-uls23",

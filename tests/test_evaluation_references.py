@@ -316,6 +316,37 @@ def test_reference_pixels_outside_the_crop_box_are_scored(tmp_path):
     assert float(got["dice"]) < dice(pred, s["true_slice"]) - 0.05  # the extra component costs Dice
 
 
+def test_marks_are_compared_under_the_datasets_recist_convention(tmp_path):
+    """A ULS23 import's marks are pixel-centre lengths: evaluate compares the masks' axes with them under
+    ULS23's convention when the dataset.json beside the sidecar says so (auto), under edge otherwise."""
+    from nnunet_ulseg.conversion.sidecar import recist_convention
+    from nnunet_ulseg.recist import mask_axes
+
+    s = uls23_sample(tmp_path)
+    assert recist_convention(s["sidecar"]) == "edge"  # no dataset.json: DeepLesion's default
+    (tmp_path / "dataset.json").write_text(json.dumps({"recist_convention": "uls23"}))
+    assert recist_convention(s["sidecar"]) == "uls23" and recist_convention(s["sidecar"], "edge") == "edge"
+    got = {}
+    for convention in ("auto", "edge"):
+        out = tmp_path / f"o_{convention}"
+        assert main(["evaluate", "--pred", str(s["pred"]), "--ref", str(s["refs"]), "--sidecar", str(s["sidecar"]),
+                     "-o", str(out), "--no-plots", "--recist-convention", convention]) == 0
+        with open(out / "metrics.csv", newline="") as f:
+            (got[convention],) = list(csv.DictReader(f))
+        settings = json.loads((out / "summary.json").read_text())["settings"]
+        assert settings["recist_convention"] == ("uls23" if convention == "auto" else "edge")
+    ref = s["true_slice"]
+    row = s["row"]
+    for convention, key in (("uls23", "auto"), ("edge", "edge")):
+        axes = mask_axes(ref, (row.spacing_x, row.spacing_y), convention=convention)
+        expect = abs(axes.long_mm - row.long_mm) / (axes.long_mm + row.long_mm)
+        assert float(got[key]["ref_long_err_recist"]) == pytest.approx(expect, abs=1e-9)
+    assert got["auto"]["ref_long_err_recist"] != got["edge"]["ref_long_err_recist"]
+    (tmp_path / "dataset.json").write_text(json.dumps({"recist_convention": "corners"}))
+    with pytest.raises(ValueError, match="dataset.json: recist_convention must be one of"):
+        recist_convention(s["sidecar"])
+
+
 # -- the slice rule and the floors ----------------------------------------------------------------------------
 
 def test_lesion_in_slice_rules():

@@ -251,6 +251,7 @@ def _write_dataset_json(out_dir: Path, dataset_name: str, dl_dir: Path, n_traini
         license="DeepLesion terms of use (NIH Clinical Center)",
         converted_by=CONVERTED_BY,
         source="DeepLesion",
+        recist_convention="edge",  # radiologists' caliper endpoints (sidecar.recist_convention)
         source_dir=str(dl_dir),
         scale_policy=scale_policy,
         context=context,

@@ -121,6 +121,37 @@ def read_sidecar(path: str | Path) -> list[LesionRow]:
         return [LesionRow(**{c: _parse(c, r[c]) for c in SIDECAR_COLUMNS}) for r in reader]
 
 
+#: how the RECIST marks of a dataset relate to a mask's axes (:func:`nnunet_ulseg.recist.mask_axes`):
+#: DeepLesion's marks are a radiologist's caliper endpoints on the lesion's edges (``edge``);
+#: marks that a converter derived from a label with ULS23's rule are pixel-centre lengths
+#: (``uls23``).  Written as ``recist_convention`` in dataset.json by each converter.
+RECIST_CONVENTIONS = ("edge", "uls23")
+
+
+def recist_convention(sidecar: str | Path, convention: str = "auto") -> str:
+    """``convention``, or with ``auto`` the ``recist_convention`` of the dataset.json beside ``sidecar``.
+
+    A dataset.json without the key (older conversions, DeepLesion) gives ``edge``.
+    ``ValueError`` for an unknown value, naming the file.
+    """
+    if convention != "auto":
+        if convention not in RECIST_CONVENTIONS:
+            raise ValueError(f"recist convention must be auto or one of {RECIST_CONVENTIONS}, got {convention!r}")
+        return convention
+    import json
+
+    path = Path(sidecar).parent / "dataset.json"
+    if not path.is_file():
+        return "edge"
+    try:
+        value = json.loads(path.read_text()).get("recist_convention", "edge")
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if value not in RECIST_CONVENTIONS:
+        raise ValueError(f"{path}: recist_convention must be one of {RECIST_CONVENTIONS}, got {value!r}")
+    return value
+
+
 def paste_back(crop_mask: np.ndarray, row: LesionRow, interpolation: str = "linear",
                threshold: float = 0.5) -> np.ndarray:
     """A crop-geometry mask (e.g. a prediction for ``row.case``) in key-slice geometry.

@@ -221,6 +221,7 @@ def _write_dataset_json(out: Path, dataset_name: str, images: Path, labels: Path
         license="the ULS23 data terms (uls23.grand-challenge.org and the Zenodo records of each part)",
         converted_by=CONVERTED_BY,
         source="ULS23",
+        recist_convention="uls23",  # the marks are derived with ULS23's pixel-centre rule (sidecar.recist_convention)
         source_dir=str(images),
         labels_dir=str(labels),
         scale_policy=scale_policy,

@@ -74,6 +74,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="paste-back of crops into the key slice: bilinear + threshold 0.5 (default) or nearest")
     p.add_argument("--file-ending", default=".mha", help="file ending of crops (default: .mha)")
     add_label_options(p)
+    p.add_argument("--recist-convention", "--recist_convention", dest="recist_convention",
+                   choices=("auto", "edge", "uls23"), default="auto",
+                   help="axis convention under which masks are compared with the RECIST mark (*_err_recist): "
+                        "edge (outer pixel edges; DeepLesion's caliper marks) or uls23 (boundary pixel centres; "
+                        "marks a converter derived from ULS23 labels); auto (default) reads the dataset.json "
+                        "beside --sidecar")
 
 
 def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
@@ -137,7 +143,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                               interpolation=args.interpolation, file_ending=args.file_ending,
                               plots=not args.no_plots, postprocess=args.postprocess,
                               ref_format=args.ref_format, lesion_label=args.lesion_label,
-                              threshold=args.threshold)
+                              threshold=args.threshold, recist_convention=args.recist_convention)
     print(result.table)
     print(f"\nwrote {', '.join(str(p) for p in result.files.values())}")
     return 0
@@ -150,7 +156,8 @@ def run_measure(args: argparse.Namespace) -> int:
     target = check_output_folder(args.out) / MEASUREMENTS_CSV  # measure_folder creates the folder
     rows = measure_folder(args.pred, args.sidecar, target, split=args.split, allow_missing=args.allow_missing,
                           interpolation=args.interpolation, file_ending=args.file_ending,
-                          lesion_label=args.lesion_label, threshold=args.threshold)
+                          lesion_label=args.lesion_label, threshold=args.threshold,
+                          recist_convention=args.recist_convention)
     ok = [r for r in rows if r["status"] == "ok"]
     empty = sum(r["components"] == 0 for r in ok)
     print(f"measured {len(ok)} lesion(s) ({empty} empty, {len(rows) - len(ok)} missing) -> {target}")

@@ -69,6 +69,7 @@ import numpy as np
 
 from nnunet_ulseg.conversion.geometry import paste_back_image
 from nnunet_ulseg.conversion.sidecar import LesionRow, paste_back, read_sidecar
+from nnunet_ulseg.conversion.sidecar import recist_convention as dataset_recist_convention
 from nnunet_ulseg.evaluation.aggregate import DICE_THRESHOLDS, aggregate, format_table
 from nnunet_ulseg.evaluation.label_io import DEFAULT_RULE, LabelRule, read_crop_mask
 from nnunet_ulseg.evaluation.metrics import LesionMetrics, lesion_metrics, lesion_type_name
@@ -280,8 +281,13 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
                      images_dir: str | Path | None = None, allow_missing: bool = False,
                      interpolation: str = "linear", file_ending: str = ".mha", plots: bool = True,
                      postprocess: str | Sequence[str] = "none", ref_format: str = "auto",
-                     lesion_label: int | None = None, threshold: float | None = None) -> EvaluationResult:
+                     lesion_label: int | None = None, threshold: float | None = None,
+                     recist_convention: str = "auto") -> EvaluationResult:
     """Evaluate every prediction folder against ``ref_dir`` (module docstring); write and return the results.
+
+    ``recist_convention``: the axis convention the ``*_err_recist`` errors compare the masks'
+    axes under; ``auto`` takes the dataset's (:func:`nnunet_ulseg.conversion.sidecar.recist_convention`:
+    ``uls23`` for a ULS23 import, ``edge`` for DeepLesion).
 
     ``ref_format``: the kind of reference folder, one of
     :data:`nnunet_ulseg.evaluation.references.REF_FORMATS` (``auto`` detects it).
@@ -304,6 +310,7 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
             raise FileNotFoundError(f"{p}: no such folder")
     if not sidecar.is_file():
         raise FileNotFoundError(f"{sidecar}: no such sidecar file")
+    recist_convention = dataset_recist_convention(sidecar, recist_convention)
     folder_names = resolve_names(pred_paths, names)
     rule = LabelRule(lesion_label, threshold)
     modes = postprocess_modes(postprocess)
@@ -341,7 +348,7 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
                 continue
             crop, pp_status = predicted_label(path, row, mode, ct_dir, file_ending, rule)
             pred = to_slice(crop, row, interpolation)[window]
-            m = lesion_metrics(pred, ref, spacing, row.long_mm, row.short_mm)
+            m = lesion_metrics(pred, ref, spacing, row.long_mm, row.short_mm, recist_convention=recist_convention)
             records.append(_record(n, row, "ok", m, mode, pp_status, sources[row.case]))
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -354,6 +361,7 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
     table += "\n" + format_postprocess(pp_summary)
     summary = {
         "settings": {"pred_dirs": {n: str(p) for n, p in zip(folder_names, pred_paths)}, "ref_dir": str(ref_dir),
+                     "recist_convention": recist_convention,
                      "sidecar": str(sidecar), "split": split, "interpolation": interpolation,
                      "file_ending": file_ending, "allow_missing": allow_missing, "postprocess": modes,
                      "ref_format": ref_format, "lesion_label": lesion_label, "threshold": threshold,

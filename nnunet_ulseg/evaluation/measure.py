@@ -20,8 +20,9 @@ the mask is pasted back into its key slice with the ``lesions.csv`` crop box (as
 * for comparison with what RECIST alone says: the annotation's ``recist_long_mm`` and
   ``recist_short_mm`` from the sidecar, the area of the RECIST ellipse
   ``pi/4 * long * short`` (mm²), the ULS23 symmetric axis errors of the mask's axes
-  against the annotation (under ``recist_convention``, by default ``"edge"``, like the
-  radiologist's calipers; ``"uls23"`` for marks derived with ULS23's rule), and
+  against the annotation (under ``recist_convention``: by default ``auto``, the dataset's own
+  from the dataset.json beside the sidecar, :func:`nnunet_ulseg.conversion.sidecar.recist_convention`:
+  ``"edge"`` for DeepLesion's caliper marks, ``"uls23"`` for marks derived with ULS23's rule), and
   ``area_ratio = area_mm2 / recist_ellipse_area_mm2``.
 
 Choices: an empty prediction gives NaN axes, area 0 and 0 components (never an error);
@@ -39,6 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from nnunet_ulseg.conversion.sidecar import read_sidecar
+from nnunet_ulseg.conversion.sidecar import recist_convention as dataset_recist_convention
 from nnunet_ulseg.evaluation.evaluate import (
     crop_label,
     format_cell,
@@ -72,15 +74,15 @@ def _points(endpoints, offset) -> str:
 
 def measure_folder(pred_dir: str | Path, sidecar: str | Path, out_csv: str | Path | None = None,
                    split: str | None = "test", allow_missing: bool = False, interpolation: str = "linear",
-                   file_ending: str = ".mha", recist_convention: str = "edge", lesion_label: int | None = None,
+                   file_ending: str = ".mha", recist_convention: str = "auto", lesion_label: int | None = None,
                    threshold: float | None = None) -> list[dict]:
     """Measure every prediction of ``split`` (module docstring); write ``out_csv`` when given; return the rows.
 
     ``lesion_label`` / ``threshold``: how the prediction files' values are read (at most one).
     Nothing is written when a file has values the rule does not allow (``ValueError``).
     """
-    if recist_convention not in AXIS_CONVENTIONS:
-        raise ValueError(f"measure_folder: recist_convention must be one of {AXIS_CONVENTIONS}, "
+    if recist_convention != "auto" and recist_convention not in AXIS_CONVENTIONS:
+        raise ValueError(f"measure_folder: recist_convention must be auto or one of {AXIS_CONVENTIONS}, "
                          f"got {recist_convention!r}")
     rule = LabelRule(lesion_label, threshold)
     pred_dir, sidecar = Path(pred_dir), Path(sidecar)
@@ -88,6 +90,7 @@ def measure_folder(pred_dir: str | Path, sidecar: str | Path, out_csv: str | Pat
         raise FileNotFoundError(f"{pred_dir}: no such folder")
     if not sidecar.is_file():
         raise FileNotFoundError(f"{sidecar}: no such sidecar file")
+    recist_convention = dataset_recist_convention(sidecar, recist_convention)
     rows = select_rows(read_sidecar(sidecar), split)
     if not rows:
         raise ValueError(f"{sidecar}: no cases of split {split!r}")
