@@ -365,6 +365,14 @@ def test_lesion_in_slice_rules():
     binary = (inst > 0).astype(np.uint8) * 255
     np.testing.assert_array_equal(lesion_in_slice(binary, base, "b.png").mask, inst == 3)
     np.testing.assert_array_equal(lesion_in_slice(binary, base, "b.png", "whole").mask, inst > 0)
+    # an anti-aliased 0/255 mask (edge values 1..254) is binary, not 200 "instances": its lesion keeps its rim
+    from nnunet_ulseg.evaluation.references.base import looks_like_instance_map
+
+    aliased = binary.copy()
+    aliased[1, 1:8] = [37, 90, 128, 128, 128, 90, 37]
+    aliased[5, 1:8] = 128
+    assert not looks_like_instance_map(aliased) and looks_like_instance_map(inst)
+    np.testing.assert_array_equal(lesion_in_slice(aliased, base, "a.png").mask, inst == 3)
     far = dataclasses.replace(base, recist_slice=(10.0, 8.0, 11.0, 8.0, 10.5, 7.5, 10.5, 8.5))
     assert lesion_in_slice(binary, far, "b.png").mask is None
     floats = np.where(inst > 0, 0.9, 0.2).astype(np.float32)  # float: > 0.5 is lesion, binary rule

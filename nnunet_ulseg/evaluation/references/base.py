@@ -81,6 +81,22 @@ def mark_pixels(row: LesionRow, shape: tuple[int, int]) -> np.ndarray:
     return under_mark(row.recist_slice_points, shape)
 
 
+def looks_like_instance_map(array: np.ndarray, fg: np.ndarray | None = None) -> bool:
+    """Whether an integer slice mask reads as instance ids rather than as a binary mask.
+
+    Several non-zero values alone are not enough: a 0/255 mask that was resized or
+    anti-aliased has edge values 1..254, and reading it as instances would keep only the
+    value under most of the mark.  Instance ids are few and small next to their count
+    (1..n, or a sparse set of small numbers), so: at least two distinct non-zero values,
+    at most 64 of them, and the largest at most 4 x their number.  A 0/255 mask with
+    any edge values fails the last test (255 > 4 x fewer than 64).
+    """
+    if np.issubdtype(array.dtype, np.floating):
+        return False
+    values = np.unique(array[foreground(array) if fg is None else fg])
+    return 2 <= values.size <= 64 and int(values.max()) <= 4 * values.size
+
+
 def lesion_in_slice(array: np.ndarray, row: LesionRow, source: str, rule: str = "auto") -> RefMask:
     """``row``'s lesion in a 2D key-slice mask ``array`` (already checked against the slice shape).
 
@@ -95,8 +111,9 @@ def lesion_in_slice(array: np.ndarray, row: LesionRow, source: str, rule: str = 
       lesion is the union of the 8-connected foreground components its RECIST axes
       cross, so two marked lesions on one slice get their own components (two lesions
       that touch share one component: the mask cannot separate them).
-    * ``auto``: ``instance`` when the slice holds more than one non-zero value, else
-      ``binary``.  A float slice is always ``binary``.
+    * ``auto``: ``instance`` when the slice's values look like instance ids
+      (:func:`looks_like_instance_map`: a few small ids, not a 0/255 mask with
+      anti-aliased edges), else ``binary``.  A float slice is always ``binary``.
 
     No instance or component under the mark gives ``mask=None`` with the reason: the
     lesion is counted as having no reference, not scored against an empty mask (the
@@ -108,8 +125,7 @@ def lesion_in_slice(array: np.ndarray, row: LesionRow, source: str, rule: str = 
     if rule == "whole":
         return RefMask(fg, source)
     if rule == "auto":
-        integer = not np.issubdtype(array.dtype, np.floating)
-        rule = "instance" if integer and np.unique(array[fg]).size > 1 else "binary"
+        rule = "instance" if looks_like_instance_map(array, fg) else "binary"
     under = mark_pixels(row, fg.shape) & fg
     if rule == "instance":
         values, counts = np.unique(array[under], return_counts=True)
