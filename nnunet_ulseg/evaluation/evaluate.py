@@ -112,10 +112,13 @@ DEFINITIONS = {
     "distances_empty": "NaN when either mask is empty",
     "axes": "RECIST long/short axis (nnunet_ulseg.recist.mask_axes) of the largest 8-connected component; "
             "*_long_mm/*_short_mm: ULS23's evaluator rule between boundary pixel centres (convention uls23); "
-            "*_long_edge_mm/*_short_edge_mm: between outer pixel edges (convention edge, ~1 px longer)",
+            "*_long_edge_mm/*_short_edge_mm: between outer pixel edges (convention edge, ~1 px longer); "
+            "deviations from ULS23's evaluator: 8- instead of 4-connected components, and a mask whose boundary "
+            "pixels are collinear (1 px wide) gets short axis 0 where ULS23's search returns the long axis",
     "long_err/short_err": "|pred - ref| / (|pred| + |ref|) of the uls23 axes (ULS23's SAPE before min(1, .)); "
                           "long_err_edge/short_err_edge: the same of the edge axes",
-    "*_err_recist": "same error against the RECIST mark's long_mm/short_mm from lesions.csv, edge axes",
+    "*_err_recist": "same error against the RECIST mark's long_mm/short_mm from lesions.csv, under the dataset's "
+                    "recist_convention (settings; edge for DeepLesion's caliper marks, uls23 for ULS23 imports)",
     "std": "population standard deviation (ddof=0); NaN values excluded and counted as n_nan",
     "dice_at_least": f"share of evaluated lesions with Dice >= {', '.join(str(t) for t in DICE_THRESHOLDS)}",
     "missing": "prediction file missing (--allow-missing): counted, excluded from statistics",
