@@ -148,12 +148,15 @@ def main() -> None:
         from nnunet_ulseg.refine.report import format_report
 
         print(format_report(result.report))
-    print("long% / short%: ULS23's symmetric axis error |p - t| / (|p| + |t|) of the RECIST long / short axis, "
-          "mean over lesions, in %; an empty prediction counts 100 %")
+    print("long% / short%: ULS23's symmetric axis error |p - t| / (|p| + |t|) of the RECIST long / short axis "
+          "(boundary pixel centres, ULS23's evaluator), mean over lesions, in %; an empty prediction counts 100 %")
     print(f"(details: {results.path})")
 
 
 SETTINGS = ("lesions", "seed", "crop_size", "epochs", "iterations")
+#: the axis convention of the saved long_err/short_err (score_folder's: ULS23's pixel-centre rule); rows
+#: saved under another one are re-scored, so one table never mixes conventions
+AXES = "uls23"
 HEADER = (f"{'method':48s} {'n':>4s} {'mean':>7s} {'std':>7s} {'median':>7s} {'worst':>7s} {'>=0.8':>6s} "
           f"{'long%':>6s} {'short%':>6s}")
 
@@ -184,12 +187,15 @@ class Results:
 
         ``seconds`` defaults to the time ``score()`` took (training and prediction for a trainer).
         """
-        if name not in self.rows or "long_err" not in self.rows[name]:  # new, or saved without axis errors
+        saved = self.rows.get(name, {})
+        if saved.get("axes") != AXES:  # new, or saved by an older version (no or other axis errors): (re)score
+            # score() reuses a trained model's predictions, so an old row costs only its scoring
             t = time.perf_counter()
             scores = score()
             dice = [r["dice"] for r in scores["per_lesion"]]
             self.rows[name] = {**scores["summary"], "share_0.8": sum(d >= 0.8 for d in dice) / len(dice),
-                               "long_err": scores["long_err"]["mean"], "short_err": scores["short_err"]["mean"]}
+                               "long_err": scores["long_err"]["mean"], "short_err": scores["short_err"]["mean"],
+                               "axes": AXES}
             self.per_lesion[name] = scores["per_lesion"]
             if name not in self.seconds:
                 self.seconds[name] = time.perf_counter() - t if seconds is None else seconds
