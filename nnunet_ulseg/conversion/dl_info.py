@@ -5,14 +5,19 @@ quoted comma-separated strings, ``Measurement_coordinates`` 1-based, converted t
 0-based by :meth:`nnunet_ulseg.recist.Recist.from_deeplesion` only).
 
 Every row is validated on its own; a bad row becomes an :class:`~.report.Issue` with a
-specific reason and never stops the others.  The whole file is streamed with the
-``csv`` module (no pandas); records keep plain tuples, not numpy objects: the real file
-has ~32,735 rows.
+specific reason and never stops the others.  The file is streamed line by line (each
+line split by the ``csv`` module; no pandas); records keep plain tuples, not numpy
+objects, share repeated tuples and do not store what they can derive: the real file has
+~32,735 rows, and a million rows must not take gigabytes (issue 12).
 
 Choices where the spec is silent:
 
-* ``dl_row`` is the 1-based line on which a record *starts* (header = line 1).
-* Blank lines are ignored (they are not lesions).
+* One record is one physical line (no DL_info.csv field holds a newline), so ``dl_row``
+  is the 1-based line of the row (header = line 1), and a broken line never takes its
+  neighbours with it: a line that is not UTF-8 (``bad_encoding``), longer than
+  :data:`MAX_LINE_BYTES` (``oversized_row``), with an unclosed quote
+  (``unterminated_quote``) or that csv cannot split (``malformed_csv``) is one issue.
+* Blank lines are ignored (they are not lesions); a UTF-8 byte-order mark is allowed.
 * ``k`` (the last part of the case id) is the index of the row among *all* rows of the
   same key slice that have parseable indices, in CSV order, including rows skipped for
   other reasons: a case id never changes when another row is fixed or dropped.
@@ -29,9 +34,12 @@ Choices where the spec is silent:
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 from ..recist import MIN_AXIS_PX, Recist
 from .report import Issue, IssueLog, LesionError
@@ -47,6 +55,10 @@ COLUMNS = (
  C_RANGE, C_SPACING, C_SIZE, C_WINDOWS, _C_GENDER, _C_AGE, C_SPLIT) = range(18)
 
 SPLIT_NAMES = {1: "train", 2: "val", 3: "test"}
+
+#: Longest DL_info.csv line parsed, in bytes.  Real rows are ~250 bytes; a longer line is one
+#: ``oversized_row`` (csv's own 131,072-character field limit is never reached).
+MAX_LINE_BYTES = 1 << 16
 
 #: A RECIST endpoint may lie this far (px) outside ``[0, W-1] x [0, H-1]``.
 OUTSIDE_TOLERANCE_PX = 1.0
@@ -67,7 +79,6 @@ class LesionRecord:
     """One validated DL_info row (one lesion on its key slice), coordinates 0-based."""
 
     dl_row: int
-    file_name: str
     patient: int
     study: int
     series: int
@@ -86,6 +97,11 @@ class LesionRecord:
     def recist(self) -> Recist:
         """The mark as a :class:`~nnunet_ulseg.recist.Recist` (built on demand)."""
         return Recist.from_points(self.points)
+
+    @property
+    def file_name(self) -> str:
+        """DL_info ``File_name`` (validated equal to ``<series_dir>_<slice:03d>.png``; derived, not stored)."""
+        return f"{self.series_dir}_{slice_png_name(self.key_slice)}"
 
     @property
     def case_id(self) -> str:
@@ -153,8 +169,23 @@ def _recist_fault(v: list[float] | None) -> str:
     return "degenerate_recist"
 
 
+def _coordinate_values(row: list[str]) -> list[float] | None:
+    """``Measurement_coordinates`` as numbers, ``None`` if unparsable."""
+    try:
+        return _floats(row[C_COORDS])
+    except ValueError:
+        return None
+
+
 def _parse_row(row: list[str], dl_row: int, ids: tuple[int, int, int, int, int], k: int,
-               coords: list[float] | None) -> LesionRecord:
+               coords: list[float] | None, shared: dict | None = None) -> LesionRecord:
+    """Validate one split row into a record.
+
+    ``shared`` interns the small tuples many rows repeat (spacing, image size, slice
+    range, window: one per series in practice), so a million rows do not hold a million
+    copies of ``(0.7, 0.7, 5.0)``.
+    """
+    intern = (lambda t: t) if shared is None else (lambda t: shared.setdefault(t, t))
     patient, study, series, key_slice, split = ids
     file_name = row[C_FILE].strip()
     expected = f"{series_dir_name(patient, study, series)}_{slice_png_name(key_slice)}"
@@ -192,37 +223,101 @@ def _parse_row(row: list[str], dl_row: int, ids: tuple[int, int, int, int, int],
     except ValueError:
         wmin = wmax = math.nan
     return LesionRecord(
-        dl_row=dl_row, file_name=file_name, patient=patient, study=study, series=series, key_slice=key_slice,
-        k=k, split=split, points=points, spacing=spacing, image_size=(w, h), slice_range=slice_range,
-        lesion_type=_optional_int(row[C_TYPE]), possibly_noisy=_optional_int(row[C_NOISY]), window=(wmin, wmax),
+        dl_row=dl_row, patient=patient, study=study, series=series, key_slice=key_slice,
+        k=k, split=split, points=points, spacing=intern(spacing), image_size=intern((w, h)),
+        slice_range=None if slice_range is None else intern(slice_range),
+        lesion_type=_optional_int(row[C_TYPE]), possibly_noisy=_optional_int(row[C_NOISY]),
+        window=intern((wmin, wmax)),
     )
 
 
-def _coordinates(row: list[str]) -> tuple[list[float] | None, tuple]:
-    """The coordinates as numbers (``None`` if unparsable) and the duplicate key of the row.
+def _dup_key(row: list[str], values: list[float] | None) -> bytes:
+    """Duplicate key of a row: a 128-bit BLAKE2 digest of File_name and the coordinates.
 
-    The key is File_name plus the coordinates as numbers (so ``95.0204`` == ``95.02040``),
-    or as stripped text when they are not all finite numbers.
+    The coordinates count as numbers (so ``95.0204`` == ``95.02040``; ``-0.0`` == ``0.0``),
+    or as stripped text when they are not all finite numbers.  A digest instead of the
+    values themselves keeps ~50 bytes per row instead of ~500 (issue 12, bounded memory); a
+    chance collision between two different rows (about 1e-27 for a million rows) would be
+    needed to drop a lesion.
     """
-    text = row[C_COORDS]
-    try:
-        values = _floats(text)
-    except ValueError:
-        values = None
+    h = hashlib.blake2b(row[C_FILE].strip().encode(), digest_size=16)
     if values is not None and all(math.isfinite(v) for v in values):
-        key = tuple(values)
+        h.update(b"\0n" + struct.pack(f"<{len(values)}d", *(v + 0.0 for v in values)))
     else:
-        key = tuple(p.strip() for p in text.split(","))
-    return values, (row[C_FILE].strip(), key)
+        h.update(b"\0t" + "\0".join(p.strip() for p in row[C_COORDS].split(",")).encode())
+    return h.digest()
 
 
-def read_dl_info(path: str | Path, strict: bool = False) -> DLInfo:
+def _physical_lines(f: BinaryIO) -> Iterator[bytes | None]:
+    """The file's lines as bytes without the line ending; ``None`` for a line over :data:`MAX_LINE_BYTES`.
+
+    An over-long line is skipped in bounded pieces, never held whole in memory.
+    """
+    while True:
+        line = f.readline(MAX_LINE_BYTES + 2)
+        if not line:
+            return
+        if not line.endswith(b"\n") and len(line) == MAX_LINE_BYTES + 2:  # longer than the limit: skip the rest
+            while line and not line.endswith(b"\n"):
+                line = f.readline(1 << 20)
+            yield None
+            continue
+        if line.endswith(b"\n"):
+            line = line[:-1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > MAX_LINE_BYTES:
+            yield None
+            continue
+        yield line
+
+
+def _split_line(line: bytes) -> list[str]:
+    """Decode one physical line (UTF-8) and split it into fields; :class:`LesionError` says why not.
+
+    Choice (issue 12 cases 8, 9): a DL_info.csv record is exactly one physical line, because
+    no field of the format holds a newline.  So an unterminated quote cannot swallow the
+    next row: a line with an odd number of ``"`` is reported on its own
+    (``unterminated_quote``), and the following lines are read as the rows they are.
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LesionError("bad_encoding", f"byte 0x{line[e.start]:02x} at column {e.start + 1} is not UTF-8 "
+                                          "(DL_info.csv is read as UTF-8)") from None
+    if text.count('"') % 2:
+        raise LesionError("unterminated_quote", "odd number of double quotes: a quoted field is not closed on this "
+                                                "line (no DL_info.csv field spans lines; the next line is read "
+                                                "as its own row)")
+    try:
+        return next(csv.reader((text,)), [])
+    except csv.Error as e:
+        raise LesionError("malformed_csv", f"csv: {e}") from None
+
+
+def _guess_file_name(line: bytes | None) -> str:
+    """The first field of a line that could not be parsed, for the report (lossy; empty if unknown)."""
+    if line is None:
+        return ""
+    return line.split(b",", 1)[0].decode("utf-8", "replace").strip().strip('"')[:200]
+
+
+def read_dl_info(path: str | Path, strict: bool = False, exclude_noisy: bool = False) -> DLInfo:
     """Read and validate ``DL_info.csv``.
 
     Returns a :class:`DLInfo` with every valid row as a :class:`LesionRecord` (CSV order)
     and every rejected row as an :class:`Issue`.  With ``strict`` the first bad row
-    raises :class:`~.report.ConversionError`.  A missing file or a wrong header raises
+    raises :class:`~.report.ConversionError`.  With ``exclude_noisy`` a valid row whose
+    ``Possibly_noisy`` is 1 becomes an ``possibly_noisy`` issue instead of a record (an
+    exclusion, not a fault: never raised in strict mode; an unparsable flag is kept, as it
+    does not say the row is noisy).  A missing file or a wrong header raises
     ``ValueError`` (the whole input is unusable, not one row).
+
+    The file is streamed line by line in binary (issue 12 cases 8 to 10): every line is
+    decoded, size-checked and split on its own, so one bad byte, one huge field or one
+    unterminated quote costs one row, reported with its line number.  Per row only the
+    :class:`LesionRecord` (with shared tuples for repeated field values) and a 16-byte
+    duplicate digest are kept.
     """
     path = Path(path)
     if not path.is_file():
@@ -236,21 +331,33 @@ def read_dl_info(path: str | Path, strict: bool = False) -> DLInfo:
     records: list[LesionRecord] = []
     patient_splits: dict[int, set[int]] = {}
     per_slice: dict[tuple[int, int, int, int], int] = {}
-    seen: dict[tuple, int] = {}
+    seen: dict[bytes, int] = {}
+    shared: dict = {}
     n_rows = 0
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
+    with open(path, "rb") as f:
+        lines = _physical_lines(f)
+        first = next(lines, None)
+        try:
+            header = _split_line(first.removeprefix(b"\xef\xbb\xbf")) if first is not None else None
+        except LesionError:
+            header = None
         if header is None or tuple(h.strip() for h in header) != COLUMNS:
             raise ValueError(f"{path}: line 1 is not the DL_info.csv header; "
                              f"expected the 18 columns {', '.join(COLUMNS)}")
-        prev_line = reader.line_num
-        for row in reader:
-            dl_row, prev_line = prev_line + 1, reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
+        for dl_row, line in enumerate(lines, start=2):
+            if line is not None and not line.strip():
                 continue
             n_rows += 1
-            file_name = row[0].strip()
+            if line is None:
+                reject(dl_row, "", "oversized_row", f"line longer than {MAX_LINE_BYTES} bytes (MAX_LINE_BYTES); "
+                                                   "real rows are ~250 bytes")
+                continue
+            try:
+                row = _split_line(line)
+            except LesionError as e:
+                reject(dl_row, _guess_file_name(line), e.reason, e.detail)
+                continue
+            file_name = row[0].strip() if row else ""
             if len(row) != len(COLUMNS):
                 reject(dl_row, file_name, "wrong_column_count", f"{len(row)} columns, expected {len(COLUMNS)}")
                 continue
@@ -272,13 +379,18 @@ def read_dl_info(path: str | Path, strict: bool = False) -> DLInfo:
                 reject(dl_row, file_name, "unknown_split", f"Train_Val_Test is {split}, expected 1, 2 or 3")
                 continue
             patient_splits.setdefault(ids[0], set()).add(split)
-            coords, dup = _coordinates(row)
-            first = seen.setdefault(dup, dl_row)
-            if first != dl_row:
-                reject(dl_row, file_name, "duplicate_row", f"same File_name and coordinates as line {first}")
+            coords = _coordinate_values(row)
+            first_line = seen.setdefault(_dup_key(row, coords), dl_row)
+            if first_line != dl_row:
+                reject(dl_row, file_name, "duplicate_row", f"same File_name and coordinates as line {first_line}")
                 continue
             try:
-                records.append(_parse_row(row, dl_row, ids, k, coords))
+                record = _parse_row(row, dl_row, ids, k, coords, shared)
             except LesionError as e:
                 reject(dl_row, file_name, e.reason, e.detail)
+                continue
+            if exclude_noisy and record.possibly_noisy == 1:
+                reject(dl_row, file_name, "possibly_noisy", "Possibly_noisy is 1 (--exclude-noisy)")
+                continue
+            records.append(record)
     return DLInfo(records, log.issues, patient_splits, n_rows)

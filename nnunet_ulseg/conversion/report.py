@@ -18,6 +18,11 @@ logger = logging.getLogger("nnunet_ulseg.conversion")
 
 #: Reason codes (the ``reason`` column of ``conversion_report.csv``) and what they mean.
 REASONS: dict[str, str] = {
+    "bad_encoding": "the DL_info.csv line is not valid UTF-8",
+    "oversized_row": "the DL_info.csv line is longer than any real row (MAX_LINE_BYTES); not parsed",
+    "unterminated_quote": "the DL_info.csv line has an odd number of double quotes (a quoted field is not closed on "
+                          "its line; DL_info.csv fields never span lines)",
+    "malformed_csv": "the DL_info.csv line cannot be split into fields by the csv module",
     "wrong_column_count": "the DL_info.csv row does not have 18 columns",
     "bad_integer": "Patient_index, Study_index, Series_ID, Key_slice_index or Train_Val_Test is not an integer",
     "unknown_split": "Train_Val_Test is not 1 (train), 2 (val) or 3 (test)",
@@ -30,11 +35,16 @@ REASONS: dict[str, str] = {
     "zero_length_axis": "a RECIST axis has zero length",
     "degenerate_recist": "the RECIST points are collinear (no extent across the long axis)",
     "lesion_outside_image": "a RECIST endpoint lies more than 1 px outside the image",
+    "possibly_noisy": "excluded by --exclude-noisy: DeepLesion flags the row as possibly noisy (Possibly_noisy = 1)",
     "missing_png": "the key-slice PNG does not exist",
+    "not_regular_file": "the key-slice PNG path is not a regular file (a FIFO, device, socket or folder); never opened "
+                        "for reading",
     "unreadable_png": "the key-slice PNG exists but cannot be read (permissions, I/O error)",
-    "corrupt_png": "the key-slice PNG is truncated or corrupt (decoding failed)",
-    "png_format": "the key-slice PNG is not a single-channel 16-bit image",
-    "png_size_mismatch": "the PNG size differs from Image_size",
+    "corrupt_png": "the key-slice PNG is truncated or corrupt (no PNG signature/IHDR, or decoding failed)",
+    "png_format": "the key-slice PNG is not a single-channel 16-bit image (from its IHDR header)",
+    "png_too_large": "the key-slice PNG's header (or file size) exceeds the largest slice the converter decodes "
+                     "(MAX_PNG_PIXELS); rejected before decoding",
+    "png_size_mismatch": "the PNG size (from its header) differs from the row's Image_size",
     "internal_error": "an unexpected error while converting this lesion (a bug: please report)",
 }
 
@@ -77,18 +87,27 @@ class Issue:
         return f"DL_info.csv line {self.dl_row} ({self.file_name or '?'}){where}: {self.reason}: {self.detail}"
 
 
+#: Reasons that are the user's choice, not a fault: reported and counted like the others, but logged at
+#: INFO and never raised in strict mode.
+EXCLUSIONS = frozenset({"possibly_noisy"})
+
+
 class IssueLog:
-    """Collects issues; logs each one; raises :class:`ConversionError` on the first when ``strict``."""
+    """Collects issues; logs each one; raises :class:`ConversionError` on the first fault when ``strict``."""
 
     def __init__(self, strict: bool = False):
         self.strict = strict
         self.issues: list[Issue] = []
 
     def add(self, issue: Issue) -> None:
-        if self.strict:
+        excluded = issue.reason in EXCLUSIONS
+        if self.strict and not excluded:
             raise ConversionError(issue.message(), issue)
         self.issues.append(issue)
-        logger.warning("skipped: %s", issue.message())
+        if excluded:
+            logger.info("excluded: %s", issue.message())
+        else:
+            logger.warning("skipped: %s", issue.message())
 
     def counts(self) -> Counter:
         return Counter(i.reason for i in self.issues)
