@@ -238,9 +238,11 @@ def test_png_paths_lists_each_decoded_png_once(converted):
     dl = converted["dl"]
     task = SeriesTask(str(dl / "Images_png" / "000001_01_01"), "unused", 2, ())
     assert task.png_paths() == []
-    from nnunet_ulseg.conversion.worker import SliceJob
-    task = SeriesTask(task.series_path, "unused", 2, (SliceJob(10, (96, 80), (9, 12), ()),
-                                                     SliceJob(11, (96, 80), (9, 12), ())))
+    from nnunet_ulseg.conversion.worker import LesionJob, SliceJob
+
+    def job(key):  # neighbours come from each lesion's own Slice_range and channel offsets (issue 12 case 4)
+        return LesionJob(f"c{key}", 2, "", False, None, (), (1.0, 1.0), (96, 80), (9, 12), (0, -2, -1, 1, 2))
+    task = SeriesTask(task.series_path, "unused", 2, (SliceJob(10, (job(10),)), SliceJob(11, (job(11),))))
     names = [Path(p).name for p in task.png_paths()]
     assert names == ["010.png", "009.png", "011.png", "012.png"]
 

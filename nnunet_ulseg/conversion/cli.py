@@ -52,6 +52,13 @@ def add_convert_arguments(parser: argparse.ArgumentParser, dataset_default: int 
     add_num_processes(parser, default=None, help="worker processes (default: min(CPU count, 8))")
     parser.add_argument("--context", type=int, default=0, metavar="K",
                         help="add slices key-K..key+K as channels; the key slice stays channel 0 (default 0)")
+    parser.add_argument("--context-mm", type=float, default=None, metavar="MM",
+                        help="with --context K: choose the K neighbours on each side by distance, channel key+o "
+                             "being the slice nearest o*MM mm away by the row's slice interval (Spacing_mm_px_ z; "
+                             "DeepLesion's vary from 0.6 to 5 mm); recorded in dataset.json")
+    parser.add_argument("--exclude-noisy", action="store_true",
+                        help="skip rows DeepLesion flags Possibly_noisy = 1 (reason possibly_noisy in "
+                             "conversion_report.csv, counted in the summary)")
     parser.add_argument("--strict", action="store_true",
                         help="stop with an error on the first bad row or file instead of skipping it")
     parser.add_argument("--scale-policy", choices=("lesion", "physical"), default="lesion",
@@ -125,7 +132,8 @@ def run_convert(args: argparse.Namespace) -> int:
             result = convert_deeplesion(args.deeplesion, out, num_processes=args.num_processes, context=args.context,
                                         strict=args.strict, scale_policy=args.scale_policy,
                                         min_crop=args.min_crop, overwrite=args.overwrite, progress=not args.quiet,
-                                        crop_size=args.crop_size)
+                                        crop_size=args.crop_size, context_mm=args.context_mm,
+                                        exclude_noisy=args.exclude_noisy)
         except (ValueError, OSError) as e:  # ConversionError, bad input, existing output: user errors
             print(f"ulseg {COMMAND}: error: {e}", file=sys.stderr)
             return 2

@@ -23,7 +23,7 @@ Choices where the spec is silent:
   ``overwrite`` deletes only the files a run of this converter recorded in
   ``conversion_manifest.json``, and refuses a dataset another tool made.
 * Extra ``dataset.json`` keys: ``source``, ``scale_policy``, ``context``,
-  ``channel_slices``, ``min_crop``, ``crop_size_range``, ``nominal_spacing``,
+  ``context_mm``, ``exclude_noisy``, ``channel_slices``, ``min_crop``, ``crop_size_range``, ``nominal_spacing``,
   ``numTest``, ``pseudolabels_test``.
 * In strict mode all rows are validated before anything is written; a PNG problem found
   later raises after the earlier cases are already written (the folder is then
@@ -49,7 +49,7 @@ import numpy as np
 
 from nnunet_ulseg.nnunet_layout import DATASET_JSON, SPLITS_FILE
 
-from .context import channel_names
+from .context import channel_names, check_context_mm, slice_offsets
 from .dl_info import SPLIT_NAMES, LesionRecord, read_dl_info
 from .geometry import LESION_SIZE_RANGE, SCALE_POLICIES, CropBox, crop_box, crop_size_range, slice_to_crop
 from .output import OutputFolder, check_inputs_outside
@@ -185,8 +185,13 @@ def _case_files(out_dir: Path, cases: Iterable[tuple[str, bool]], context: int) 
 
 def build_tasks(records: Iterable[LesionRecord], assigned: dict[int, int], images_dir: Path, out_dir: Path,
                 context: int = 0, scale_policy: str = "lesion", min_crop: float = 32,
-                size_range: tuple[int, int] = LESION_SIZE_RANGE) -> tuple[list[SeriesTask], dict[str, LesionRow]]:
+                size_range: tuple[int, int] = LESION_SIZE_RANGE, context_mm: float | None = None
+                ) -> tuple[list[SeriesTask], dict[str, LesionRow]]:
     """Per-series work units for ``records`` and, per case, its ``lesions.csv`` row.
+
+    Each job carries its own row's ``Image_size``, ``Slice_range`` and channel offsets
+    (:func:`~.context.slice_offsets`, from ``context``, ``context_mm`` and the row's slice
+    interval), so the worker checks every row on its own (issue 12 case 4).
 
     ``assigned`` maps patient -> split (after :func:`~.splits.resolve_patient_splits`).
     Crop boxes and crop-space RECIST points are computed here, once, because the sidecar
@@ -201,16 +206,15 @@ def build_tasks(records: Iterable[LesionRecord], assigned: dict[int, int], image
         crop_points = tuple(slice_to_crop(np.asarray(r.points).reshape(4, 2), box).ravel().tolist())
         split = assigned[r.patient]
         spacing = NOMINAL_SPACING if scale_policy == "lesion" else r.spacing[:2]
-        job = LesionJob(case, r.dl_row, r.file_name, split == 3, box, crop_points, spacing)
+        job = LesionJob(case, r.dl_row, r.file_name, split == 3, box, crop_points, spacing, r.image_size,
+                        r.slice_range, slice_offsets(context, context_mm, r.spacing[2] if context_mm else None))
         rows[case] = _sidecar_row(case, r, SPLIT_NAMES[split], box, crop_points)
         by_series[r.series_dir][r.key_slice].append((r, job))
     tasks = []
     for series in sorted(by_series):
         slices = []
         for key in sorted(by_series[series]):
-            items = by_series[series][key]
-            first = items[0][0]
-            slices.append(SliceJob(key, first.image_size, first.slice_range, tuple(job for _, job in items)))
+            slices.append(SliceJob(key, tuple(job for _, job in by_series[series][key])))
         tasks.append(SeriesTask(os.path.join(images_dir, series), str(out_dir), context, tuple(slices)))
     return tasks, rows
 
@@ -235,10 +239,11 @@ def _sidecar_row(case: str, record: LesionRecord, split: str, box: CropBox,
 
 
 def _write_dataset_json(out_dir: Path, dataset_name: str, dl_dir: Path, n_training: int, n_test: int,
-                        context: int, scale_policy: str, min_crop: float, size_range: tuple[int, int]) -> None:
+                        context: int, scale_policy: str, min_crop: float, size_range: tuple[int, int],
+                        context_mm: float | None = None, exclude_noisy: bool = False) -> None:
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-    names = channel_names(context)
+    names = channel_names(context, context_mm)
     generate_dataset_json(
         str(out_dir),
         channel_names={str(c): "CT" for c in range(len(names))},
@@ -255,6 +260,8 @@ def _write_dataset_json(out_dir: Path, dataset_name: str, dl_dir: Path, n_traini
         source_dir=str(dl_dir),
         scale_policy=scale_policy,
         context=context,
+        context_mm=context_mm,
+        exclude_noisy=exclude_noisy,
         channel_slices=names,
         min_crop=min_crop,
         crop_size_range=list(size_range) if scale_policy == "lesion" else None,
@@ -267,11 +274,16 @@ def _write_dataset_json(out_dir: Path, dataset_name: str, dl_dir: Path, n_traini
 def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.PathLike,
                        num_processes: int | None = None, context: int = 0, strict: bool = False,
                        scale_policy: str = "lesion", min_crop: float = 32, overwrite: bool = False,
-                       progress: bool = True, crop_size: int | Sequence[int] | None = None) -> ConversionResult:
+                       progress: bool = True, crop_size: int | Sequence[int] | None = None,
+                       context_mm: float | None = None, exclude_noisy: bool = False) -> ConversionResult:
     """Convert a DeepLesion folder into the nnU-Net raw dataset folder ``out_dir``.
 
     ``context`` K adds slices key-K..key+K as extra channels (key slice stays channel 0,
-    see :mod:`.context`).  ``scale_policy``/``min_crop`` define the crops (see
+    see :mod:`.context`); ``context_mm`` MM (with K >= 1) spaces them by distance instead:
+    channel ``key+o`` is the slice nearest ``o * MM`` mm away by the row's slice interval
+    (:func:`~.context.slice_offsets`).  ``exclude_noisy`` skips rows DeepLesion flags
+    ``Possibly_noisy = 1`` (reason ``possibly_noisy``, reported and counted, never an
+    error in strict mode).  ``scale_policy``/``min_crop`` define the crops (see
     :func:`~.geometry.crop_box`).  ``crop_size`` (policy ``lesion`` only) replaces the
     output side range 128..256 px: one int N gives every crop N x N px, a pair ``(lo, hi)``
     clamps the side to that range (see :func:`~.geometry.crop_size_range`); it is recorded as
@@ -287,6 +299,7 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
         raise ValueError(f"scale_policy must be one of {SCALE_POLICIES}, got {scale_policy!r}")
     if context < 0:
         raise ValueError(f"context must be >= 0, got {context}")
+    check_context_mm(context, context_mm)
     if not min_crop > 0:
         raise ValueError(f"min_crop must be positive, got {min_crop}")
     size_range = crop_size_range(crop_size, scale_policy)
@@ -295,10 +308,10 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
     out = Path(out_dir).resolve()
     folder = _check_paths(dl_dir, out, overwrite)
 
-    info = read_dl_info(dl_dir / "DL_info.csv", strict=strict)
+    info = read_dl_info(dl_dir / "DL_info.csv", strict=strict, exclude_noisy=exclude_noisy)
     assigned, moves = resolve_patient_splits(info.patient_splits)
     tasks, planned = build_tasks(info.records, assigned, dl_dir / "Images_png", out, context, scale_policy, min_crop,
-                                  size_range)
+                                  size_range, context_mm)
 
     if overwrite:
         folder.clear()
@@ -338,7 +351,8 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
     if not splits[0]["val"]:
         logger.warning("no validation cases: nnU-Net's fold 0 needs a non-empty 'val' list in splits_final.json")
     folder.write_new(DATASET_JSON, lambda tmp: _write_dataset_json(tmp, out.name, dl_dir, n_training, n_test,
-                                                                   context, scale_policy, min_crop, size_range))
+                                                                   context, scale_policy, min_crop, size_range,
+                                                                   context_mm, exclude_noisy))
     folder.finish(_case_files(out, ((r.case, r.split == "test") for r in rows), context))
 
     result = ConversionResult(out, rows, sorted(log.issues, key=lambda i: i.dl_row), moves, info.n_rows,

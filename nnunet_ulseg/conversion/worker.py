@@ -8,8 +8,11 @@ coordinates (AHRNet Sec. 2.2; never a resampled mask), and writes the ``.mha`` f
 Workers return small :class:`LesionResult` records; all bookkeeping (sidecar, report,
 splits, dataset.json) stays in the parent.
 
-Any exception while converting one lesion is caught and returned as an issue, so one
-bad lesion or file never takes down a worker or the run.
+Every lesion is checked against its key PNG on its own: the PNG's size against that
+row's ``Image_size``, its neighbours against that row's ``Slice_range`` and channel
+offsets (issue 12 case 4: not the first row of the slice for all).  Any exception while
+converting one lesion is caught and returned as an issue, so one bad lesion or file
+never takes down a worker or the run.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..recist import Recist, ellipse_mask
-from .context import channel_offsets, in_range, resolve_slice
+from .context import in_range, resolve_slice
 from .dl_info import slice_png_name
 from .geometry import CropBox, crop_png_to_hu
 from .io import read_png, write_mha
@@ -33,7 +36,13 @@ TEST_DIRS = ("imagesTs", "pseudolabelsTs")
 
 @dataclass(frozen=True, slots=True)
 class LesionJob:
-    """One lesion to write: case id, DL_info line, crop box, RECIST in crop pixels, written spacing."""
+    """One lesion to write: case id, DL_info line, crop box, RECIST in crop pixels, written spacing.
+
+    ``image_size`` (``(width, height)``) and ``slice_range`` are the lesion's *own* row's
+    claims: each row is checked against the PNG's header on its own (issue 12 case 4),
+    not the first row of its slice.  ``offsets`` are the slice index offsets of its
+    channels (:func:`~.context.slice_offsets`: ``--context`` / ``--context-mm``).
+    """
 
     case_id: str
     dl_row: int
@@ -42,21 +51,22 @@ class LesionJob:
     box: CropBox
     recist_crop: tuple[float, ...]  # 8 numbers, crop pixels, long axis first
     spacing: tuple[float, float]
+    image_size: tuple[int, int]
+    slice_range: tuple[int, int] | None
+    offsets: tuple[int, ...] = (0,)
 
 
 @dataclass(frozen=True, slots=True)
 class SliceJob:
-    """The lesions of one key slice; ``image_size`` is ``(width, height)`` from DL_info."""
+    """The lesions of one key slice (its PNG is decoded once for all of them)."""
 
     key_slice: int
-    image_size: tuple[int, int]
-    slice_range: tuple[int, int] | None
     lesions: tuple[LesionJob, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class SeriesTask:
-    """Work unit: all key slices (ascending) of one ``Images_png/<series>`` folder."""
+    """Work unit: all key slices (ascending) of one ``Images_png/<series>`` folder; ``context`` is K."""
 
     series_path: str
     out_dir: str
@@ -67,21 +77,28 @@ class SeriesTask:
     def n_lesions(self) -> int:
         return sum(len(s.lesions) for s in self.slices)
 
+    @property
+    def reach(self) -> int:
+        """The largest distance, in slice indices, between a key slice and one of its channels."""
+        return max((abs(o) for s in self.slices for j in s.lesions for o in j.offsets), default=0)
+
     def png_path(self, slice_index: int) -> str:
         return os.path.join(self.series_path, slice_png_name(slice_index))
 
     def png_paths(self) -> list[str]:
         """The PNGs this unit decodes when all exist and decode: key slices + resolved neighbours, once each.
 
-        Neighbour availability here is range + existence (no decoding); used to measure
-        the decode floor of a conversion.
+        Neighbour availability here is range + regular-file existence (no decoding); used to
+        measure the decode floor of a conversion.
         """
         paths: dict[str, None] = {}
         for s in self.slices:
-            def available(i: int, s: SliceJob = s) -> bool:
-                return in_range(s.slice_range, i) and os.path.isfile(self.png_path(i))
-            for o in channel_offsets(self.context):
-                paths.setdefault(self.png_path(resolve_slice(s.key_slice, o, available)))
+            paths.setdefault(self.png_path(s.key_slice))
+            for j in s.lesions:
+                def available(i: int, j: LesionJob = j) -> bool:
+                    return in_range(j.slice_range, i) and os.path.isfile(self.png_path(i))
+                for o in j.offsets:
+                    paths.setdefault(self.png_path(resolve_slice(s.key_slice, o, available)))
         return list(paths)
 
 
@@ -107,11 +124,11 @@ def _slice_loader(task: SeriesTask):
     """Decode-once cache of the unit's slices; failures are cached too (as the LesionError)."""
     cache: dict[int, np.ndarray | LesionError] = {}
 
-    def load(index: int, size: tuple[int, int]) -> np.ndarray:
+    def load(index: int) -> np.ndarray:
         got = cache.get(index)
         if got is None:
             try:
-                got = read_png(task.png_path(index), size)
+                got = read_png(task.png_path(index))
             except LesionError as e:
                 got = e
             cache[index] = got
@@ -126,28 +143,38 @@ def _slice_loader(task: SeriesTask):
     return load, evict_below
 
 
-def _channels(task: SeriesTask, sj: SliceJob, load) -> tuple[list[np.ndarray], tuple[int, ...], str]:
-    """Decoded slices per channel (key first), the slice indices used, and a fallback note."""
-    key = load(sj.key_slice, sj.image_size)
-    if task.context == 0:
-        return [key], (sj.key_slice,), ""
+def _check_size(key: np.ndarray, job: LesionJob, path: str) -> None:
+    """``png_size_mismatch`` unless the lesion's own ``Image_size`` is the key PNG's size."""
+    height, width = key.shape
+    if (width, height) != tuple(job.image_size):
+        raise LesionError("png_size_mismatch", f"PNG is {width}x{height} (WxH), Image_size on this row says "
+                                               f"{job.image_size[0]}x{job.image_size[1]}", path)
+
+
+def _channels(key_slice: int, key: np.ndarray, job: LesionJob, load) -> tuple[list[np.ndarray], tuple[int, ...], str]:
+    """Decoded slices per channel (key first), the slice indices used, and a fallback note.
+
+    A neighbour is available when it lies in the row's ``Slice_range``, decodes (regular
+    file, valid PNG) and has the key slice's size.
+    """
+    if job.offsets == (0,):
+        return [key], (key_slice,), ""
 
     def available(i: int) -> bool:
-        if not in_range(sj.slice_range, i):
+        if not in_range(job.slice_range, i):
             return False
         try:
-            load(i, sj.image_size)
-            return True
+            return load(i).shape == key.shape
         except LesionError:
             return False
 
     used, images, missing = [], [], []
-    for o in channel_offsets(task.context):
-        i = resolve_slice(sj.key_slice, o, available)
-        if i != sj.key_slice + o:
-            missing.append(f"{sj.key_slice + o}->{i}")
+    for o in job.offsets:
+        i = resolve_slice(key_slice, o, available)
+        if i != key_slice + o:
+            missing.append(f"{key_slice + o}->{i}")
         used.append(i)
-        images.append(load(i, sj.image_size))
+        images.append(key if i == key_slice else load(i))
     note = f"context slices unavailable, replaced toward the key: {', '.join(missing)}" if missing else ""
     return images, tuple(used), note
 
@@ -156,10 +183,11 @@ def convert_series(task: SeriesTask) -> list[LesionResult]:
     """Convert every lesion of one series; never raises for per-lesion problems."""
     load, evict_below = _slice_loader(task)
     results: list[LesionResult] = []
+    reach = task.reach
     for n, sj in enumerate(task.slices):
         key_path = task.png_path(sj.key_slice)
         try:
-            images, used, note = _channels(task, sj, load)
+            key = load(sj.key_slice)
         except LesionError as e:
             results.extend(LesionResult(j.case_id, j.dl_row, issue=Issue.from_error(j.dl_row, j.file_name, e))
                            for j in sj.lesions)
@@ -169,6 +197,17 @@ def convert_series(task: SeriesTask) -> list[LesionResult]:
                 j.dl_row, j.file_name, key_path, "internal_error", f"{type(e).__name__}: {e}")) for j in sj.lesions)
             continue
         for job in sj.lesions:
+            try:
+                _check_size(key, job, key_path)
+                images, used, note = _channels(sj.key_slice, key, job, load)
+            except LesionError as e:
+                results.append(LesionResult(job.case_id, job.dl_row,
+                                            issue=Issue.from_error(job.dl_row, job.file_name, e)))
+                continue
+            except Exception as e:  # noqa: BLE001 - reported per lesion, never fatal
+                results.append(LesionResult(job.case_id, job.dl_row, issue=Issue(
+                    job.dl_row, job.file_name, key_path, "internal_error", f"{type(e).__name__}: {e}")))
+                continue
             image_paths, label_path = output_paths(task.out_dir, job.case_id, len(images), job.test)
             created: list[str] = []  # files are created new (never replaced, no link followed: .output)
             try:
@@ -186,5 +225,5 @@ def convert_series(task: SeriesTask) -> list[LesionResult]:
                 results.append(LesionResult(job.case_id, job.dl_row, issue=Issue(
                     job.dl_row, job.file_name, key_path, "internal_error", f"{type(e).__name__}: {e}")))
         if n + 1 < len(task.slices):
-            evict_below(task.slices[n + 1].key_slice - task.context)
+            evict_below(task.slices[n + 1].key_slice - reach)
     return results
