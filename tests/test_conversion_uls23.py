@@ -408,3 +408,10 @@ def test_overwrite_replaces_the_installed_split_of_an_earlier_run(tmp_path, monk
         if splits[-1] != splits[0]:
             break
     assert splits[-1] != splits[0]  # some seed gave another split, and it was installed
+
+
+def test_images_and_labels_in_the_same_folder_are_refused(tmp_path):
+    sample = uls23_sample(tmp_path / "ULS23", faults=False, real_shape=False)
+    with pytest.raises(ValueError, match="-i and -l are the same folder"):
+        convert_uls23(sample["images"], sample["images"], tmp_path / "raw" / NAME, num_processes=1, progress=False)
+    assert not (tmp_path / "raw" / NAME).exists()

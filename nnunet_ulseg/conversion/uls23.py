@@ -118,6 +118,9 @@ def _check_paths(images: Path, labels: Path, out: Path, overwrite: bool) -> Outp
     for what, d in (("images", images), ("labels", labels)):
         if not d.is_dir():
             raise FileNotFoundError(f"ULS23 {what} folder {d} does not exist")
+    if images.resolve() == labels.resolve():
+        # every image would pair with itself and its HU > 0.5 become the "lesion": refuse, do not guess
+        raise ValueError(f"-i and -l are the same folder ({images}): give the images and the labels folders")
     check_inputs_outside(out, {"images": images, "labels": labels}, OUTPUT_DIRS)
     folder = OutputFolder(out, CONVERTED_BY, OUTPUT_DIRS, OUTPUT_FILES)
     folder.check(overwrite)
