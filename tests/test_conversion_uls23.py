@@ -415,3 +415,28 @@ def test_images_and_labels_in_the_same_folder_are_refused(tmp_path):
     with pytest.raises(ValueError, match="-i and -l are the same folder"):
         convert_uls23(sample["images"], sample["images"], tmp_path / "raw" / NAME, num_processes=1, progress=False)
     assert not (tmp_path / "raw" / NAME).exists()
+
+
+
+def test_an_existing_case_file_is_never_replaced(tmp_path):
+    """The worker creates every output file new: a file already at one of a VOI's paths is kept, the VOI is
+    reported, and only the files this VOI created are removed."""
+    from nnunet_ulseg.conversion.uls23_names import parse_voi_name
+    from nnunet_ulseg.conversion.uls23_worker import VoiTask, convert_voi
+    from nnunet_ulseg.conversion.worker import output_paths
+
+    sample = uls23_sample(tmp_path / "ULS23", faults=False, real_shape=False)
+    name = sorted(p.name for p in sample["images"].iterdir())[0]
+    out = tmp_path / "out"
+    for d in ("imagesTr", "labelsTr", "imagesTs", "referencesTs"):
+        (out / d).mkdir(parents=True)
+    task = VoiTask(2, parse_voi_name(name), 1, 1, "ULS23_0001", str(sample["images"] / name),
+                   str(sample["labels"] / name), str(out), 0, "lesion", 32, (64, 64), (1.0, 1.0))
+    images, label = output_paths(str(out), "ULS23_0001", 1, False)
+    Path(label).write_bytes(b"user data")
+    result = convert_voi(task)
+    assert result.issue is not None and "already exists" in result.issue.detail
+    assert Path(label).read_bytes() == b"user data"
+    assert not any(Path(p).exists() for p in images)  # its own crop was removed again
+    Path(label).unlink()
+    assert convert_voi(task).issue is None and Path(label).stat().st_size > 100

@@ -26,6 +26,7 @@ from .context import channel_offsets, resolve_slice
 from .dl_info import SPLIT_NAMES
 from .geometry import crop_box, crop_hu_slice, slice_to_crop
 from .io import write_mha
+from .output import create_new_file
 from .report import Issue
 from .sidecar import LesionRow
 from .uls23_names import VoiName
@@ -149,15 +150,16 @@ def convert_voi(task: VoiTask) -> VoiResult:
         spacing2 = task.nominal_spacing if task.scale_policy == "lesion" else (sx, sy)
         test = task.split == 3
         image_paths, label_path = output_paths(task.out_dir, task.case_id, len(used), test)
+        # files are created new (never replaced, no link followed: .output); only those are removed on failure
         for z, path in zip(used, image_paths):
-            written.append(path)
+            written.append(create_new_file(path))
             write_mha(path, crop_hu_slice(voi.image[z], box), spacing2)
-        written.append(label_path)
+        written.append(create_new_file(label_path))
         write_mha(label_path, ellipse_mask(Recist.from_points(crop_points), (box.size, box.size)).view(np.uint8),
                   spacing2)
         if test:
             ref = reference_path(task.out_dir, task.name.file_name)
-            written.append(ref)
+            written.append(create_new_file(ref))
             _write_reference(ref, voi.label, voi.label_image)
         long_mm, short_mm = derived.long_mm, derived.short_mm
         row = LesionRow(
