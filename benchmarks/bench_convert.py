@@ -137,7 +137,8 @@ def report(m: dict) -> str:
     parse = [] if "parse_s" not in m else [
         f"DL_info.csv at real size: {m['parse_rows']} rows parsed in {m['parse_s']:.2f} s "
         f"({m['parse_rows'] / m['parse_s']:.0f} rows/s), planned in {m['plan_s']:.2f} s; "
-        f"peak Python allocations {m['parse_plan_peak_mb']:.0f} MB"]
+        f"peak Python allocations {m['parse_plan_peak_mb']:.0f} MB "
+        f"({m['parse_plan_peak_mb'] * 2**20 / m['parse_rows']:.0f} B/row; memory grows linearly with the rows)"]
     return "\n".join([
         f"lesions {m['lesions']}, PNGs decoded {m['pngs']}, processes {m['np']}, context {m['context']}",
         f"conversion   {m['conversion_s']:7.3f} s  {m['lesions_per_s']:8.1f} lesions/s"

@@ -100,3 +100,29 @@ def test_whole_file_problems_raise(tmp_path):
 
 def test_path_names():
     assert series_dir_name(12, 3, 4) == "000012_03_04" and slice_png_name(7) == "007.png"
+
+
+def test_exclude_noisy_and_crlf_line_endings(tmp_path):
+    rows = [dl_row(1, 1, 1, 10, recist_text(40, 40, 10, 5), 1, noisy="1"),
+            dl_row(1, 1, 1, 10, recist_text(50, 40, 10, 5), 1, noisy="0"),
+            dl_row(1, 1, 1, 10, "nan, 1, 2, 3, 4, 5, 6, 7", 1, noisy="1")]
+    path = write_dl_info(tmp_path, rows)
+    path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    assert [r.possibly_noisy for r in read_dl_info(path).records] == [1, 0]
+    info = read_dl_info(path, exclude_noisy=True)  # a fault is reported as the fault, noise as noise
+    assert [(i.dl_row, i.reason) for i in info.issues] == [(2, "possibly_noisy"), (4, "nan_coordinates")]
+    assert [r.dl_row for r in info.records] == [3]
+    with pytest.raises(ConversionError, match="line 4.*nan_coordinates"):  # line 2 was not raised
+        read_dl_info(path, strict=True, exclude_noisy=True)
+
+
+def test_records_share_repeated_tuples_and_derive_the_file_name(tmp_path):
+    rows = [dl_row(1, 1, 1, 10, recist_text(40 + i, 40, 10, 5), 1) for i in range(3)]
+    rows.append(dl_row(1, 1, 1, 10, "-0.0, 10, 30, 10, 20, 5, 20, 15", 1))
+    rows.append(dl_row(1, 1, 1, 10, "0, 10, 30, 10, 20, 5, 20, 15", 1))  # equal numbers: a duplicate
+    write_dl_info(tmp_path, rows)
+    info = read_dl_info(tmp_path / "DL_info.csv")
+    a, b = info.records[:2]
+    assert a.spacing is b.spacing and a.image_size is b.image_size and a.window is b.window
+    assert a.file_name == "000001_01_01_010.png"
+    assert [(i.dl_row, i.reason) for i in info.issues] == [(6, "duplicate_row")]

@@ -68,3 +68,21 @@ def test_write_mha_validates(tmp_path):
         write_mha(str(tmp_path / "x.mha"), np.zeros((3, 3), np.int16), (1.0,))
     with pytest.raises(ValueError, match="dtype"):
         write_mha(str(tmp_path / "x.mha"), np.zeros((3, 3), np.complex64), (1.0, 1.0))
+
+
+def test_size_and_kind_are_decided_before_decoding(tmp_path):
+    """A header-valid PNG with garbage pixels: the header alone gives the size mismatch; a folder is never read."""
+    path = tmp_path / "a.png"
+    cv2.imwrite(str(path), np.full((40, 30), 33000, np.uint16) + np.arange(30, dtype=np.uint16))
+    data = path.read_bytes()
+    path.write_bytes(data[:60] + bytes(len(data) - 60))
+    with pytest.raises(LesionError) as e:
+        read_png(str(path), expect_size=(512, 512))
+    assert e.value.reason == "png_size_mismatch" and "30x40" in e.value.detail
+    with pytest.raises(LesionError) as e:
+        read_png(str(path), expect_size=(30, 40))
+    assert e.value.reason == "corrupt_png"
+    (tmp_path / "d.png").mkdir()
+    with pytest.raises(LesionError) as e:
+        read_png(str(tmp_path / "d.png"))
+    assert e.value.reason == "not_regular_file" and "folder" in e.value.detail

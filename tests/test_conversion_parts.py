@@ -5,7 +5,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from nnunet_ulseg.conversion.context import channel_names, channel_offsets, in_range, resolve_slice
+from nnunet_ulseg.conversion.context import (
+    channel_names, channel_offsets, check_context_mm, in_range, resolve_slice, slice_offsets,
+)
 from nnunet_ulseg.conversion.geometry import CropBox, crop_box, slice_to_crop
 from nnunet_ulseg.conversion.report import (
     REASONS, ConversionError, Issue, IssueLog, LesionError, format_summary, read_report, write_report,
@@ -31,6 +33,24 @@ def test_resolve_slice_walks_toward_the_key():
     assert resolve_slice(10, 3, have) == 11   # 13, 12 missing -> 11
     assert resolve_slice(10, 0, have) == 10
     assert in_range((8, 12), 8) and in_range((8, 12), 12) and not in_range((8, 12), 13) and in_range(None, 99)
+
+
+def test_slice_offsets_by_distance_round_half_away_from_the_key():
+    assert slice_offsets(2) == (0, -2, -1, 1, 2)
+    assert slice_offsets(1, 5.0, 1.0) == (0, -5, 5)
+    assert slice_offsets(1, 5.0, 2.0) == (0, -3, 3)      # 2.5 slices -> 3
+    assert slice_offsets(2, 1.0, 5.0) == (0, 0, 0, 0, 0)  # under half a slice interval: the key slice
+    assert slice_offsets(2, 2.5, 5.0) == (0, -1, -1, 1, 1)
+    assert slice_offsets(1, 2.1, 1.4) == (0, -2, 2)      # 1.5 despite float noise
+    assert slice_offsets(1, 5.0, 1.0) is slice_offsets(1, 5.0, 1.0)  # shared by rows of one interval
+    assert channel_names(2, 2.5) == ["key", "key-5mm", "key-2.5mm", "key+2.5mm", "key+5mm"]
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="context_mm"):
+            check_context_mm(1, bad)
+    with pytest.raises(ValueError, match="context >= 1"):
+        check_context_mm(0, 5.0)
+    with pytest.raises(ValueError, match="slice_interval"):
+        slice_offsets(1, 5.0, 0.0)
 
 
 # --- splits --------------------------------------------------------------------------------------------------------
@@ -66,6 +86,14 @@ def test_issue_log_counts_and_strict_raises(tmp_path):
     with pytest.raises(ConversionError, match="line 3 .*missing_png") as e:
         IssueLog(strict=True).add(log.issues[0])
     assert e.value.issue == log.issues[0]
+
+
+def test_an_exclusion_is_reported_but_never_raised_in_strict_mode():
+    log = IssueLog(strict=True)
+    log.add(Issue(4, "a.png", "x", "possibly_noisy", "Possibly_noisy is 1"))
+    assert log.counts() == Counter({"possibly_noisy": 1})
+    with pytest.raises(ConversionError):
+        log.add(Issue(5, "b.png", "x", "bad_encoding", "byte 0xff"))
 
 
 def test_lesion_error_and_summary():
