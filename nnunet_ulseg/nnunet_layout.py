@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -409,7 +410,8 @@ def install_splits_file(source: str | os.PathLike, target: str | os.PathLike, ov
             return "kept"
         status = "replaced"
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
+    # a name of this process and thread only: two coordinators may install the same split at once
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.partial")
     partial.write_text(json.dumps(splits, indent=1), encoding="utf-8")
     os.replace(partial, target)
     return status

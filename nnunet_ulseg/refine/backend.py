@@ -1,4 +1,5 @@
-"""The nnU-Net commands a refinement round runs, and the plans transfer between rounds.
+"""The nnU-Net commands a refinement round runs, the plans transfer between rounds, and the check
+that a checkpoint nnU-Net wrote can be loaded by nnU-Net's predictor.
 
 Every training, preprocessing and prediction is the real ``nnUNetv2_*`` command (run by
 :func:`nnunet_ulseg.workflow.nnunet.run_command`), exactly as a user would type it, so
@@ -9,6 +10,7 @@ with the same methods.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,6 +18,68 @@ from typing import Callable, Sequence
 from nnunet_ulseg.refine.labels import dataset_id_of
 from nnunet_ulseg.refine.manifest import read_json, write_json_atomic
 from nnunet_ulseg.workflow.nnunet import NNUNetPaths, console_script, run_command
+
+
+#: What ``nnUNetPredictor.initialize_from_trained_model_folder`` reads from every fold's checkpoint
+#: (nnunetv2 2.8 ``inference/predict_from_raw_data.py``): the trainer class to rebuild the
+#: network with, its configuration (``init_args['configuration']``) and the weights.
+CHECKPOINT_KEYS = ("network_weights", "trainer_name", "init_args")
+
+#: Suffix of a checkpoint set aside because it cannot be loaded.
+CORRUPT_SUFFIX = ".corrupt"
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """Why nnU-Net could not predict with the checkpoint ``path``, or None if it can.
+
+    A training killed while ``torch.save`` wrote ``checkpoint_final.pth`` (nnU-Net writes
+    it in place, not through a temporary file) leaves a file that exists but is cut short;
+    only loading it tells.  It is loaded as nnU-Net's predictor loads it
+    (``torch.load(map_location="cpu", weights_only=False)``: the checkpoint pickles the
+    trainer's init arguments, which ``weights_only`` refuses) and must hold
+    :data:`CHECKPOINT_KEYS`, with ``init_args`` naming the configuration.  This reads the
+    whole file (a few hundred MB for a large network), once per training step.  An
+    :class:`ImportError` while unpickling is a problem of this environment, not of the
+    file, and is raised, never reported as a broken checkpoint.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except ImportError:
+        raise
+    except Exception as exc:  # truncated zip, bad pickle, EOF, I/O error: all mean "not loadable"
+        return f"{path} cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    if not isinstance(checkpoint, dict):
+        return f"{path} cannot be loaded as an nnU-Net checkpoint (it holds a {type(checkpoint).__name__}, not a dict)"
+    missing = [k for k in CHECKPOINT_KEYS if k not in checkpoint]
+    if missing:
+        return f"{path} is not a complete nnU-Net checkpoint: it lacks {', '.join(missing)}"
+    init_args = checkpoint["init_args"]
+    if not isinstance(init_args, dict) or "configuration" not in init_args:
+        return f"{path} is not a complete nnU-Net checkpoint: init_args names no configuration"
+    return None
+
+
+def set_aside(path: str | os.PathLike, folder: str | os.PathLike | None = None) -> Path:
+    """Move ``path`` to ``<folder>/<name>.corrupt`` (``.corrupt.1``, ... if taken); return the new path.
+
+    ``folder`` defaults to the file's own folder.  A broken checkpoint is kept, never deleted:
+    it is the evidence of what went wrong, and the user may still want it.
+    """
+    path = Path(path)
+    folder = Path(folder) if folder is not None else path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    target, n = folder / f"{path.name}{CORRUPT_SUFFIX}", 0
+    while target.exists():
+        n += 1
+        target = folder / f"{path.name}{CORRUPT_SUFFIX}.{n}"
+    try:
+        os.replace(path, target)
+    except OSError:  # another file system: copy, then remove
+        shutil.move(str(path), str(target))
+    return target
 
 
 def transfer_plans(preprocessed_root: str | os.PathLike, source: str, target: str,

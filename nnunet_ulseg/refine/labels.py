@@ -20,13 +20,33 @@ Choices where the paper is silent:
   at the end, so nnU-Net never sees half a dataset.
 * Round r+1's dataset id: the first id not used in ``nnUNet_raw``, ``nnUNet_preprocessed``
   or ``nnUNet_results`` in ``base + 100 r, base + 100 r + 1, ..., 999``, then
-  ``1, 2, ...`` (e.g. 501 -> 601 -> 701); its name is ``Dataset<id>_<base name>_round<r+1>``.
+  ``1, 2, ...`` (e.g. 501 -> 601 -> 701), and not reserved by another refinement run;
+  its name is ``Dataset<id>_<base name>_round<r+1>``.
+* Ids are reserved, atomically, before anything is built: coordinators of different folds
+  (or of different datasets) may run at the same time, and "the first free id" seen by two
+  of them at once is the same id.  A reservation is the file
+  ``nnUNet_raw/.ulseg_dataset_ids/<id>.json``, created with a hard link from a complete
+  temporary file (creation fails if the file exists, and nobody ever sees it half
+  written), naming its owner: the run's work folder below ``nnUNet_results`` and the
+  round.  The coordinator records the id in its manifest only after the reservation is
+  its own, and checks on every start that each id its manifest records is still
+  reserved for it, so a run whose manifest names another run's id (left by a version
+  without reservations) stops instead of rebuilding that run's dataset.  We reserve ids
+  rather than make the folds of one dataset share one coordinator: one coordinator per
+  work folder keeps each fold's run independent (different machines, one fold resumed
+  while another trains), and ids must not collide across datasets either.  A
+  reservation stays after its run ends; the ids it holds are skipped, which costs
+  nothing, and deleting the file frees its id.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import socket
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -60,11 +80,90 @@ def used_dataset_ids(roots: Iterable[str | os.PathLike]) -> set[int]:
     return layout.dataset_ids(roots)
 
 
-def next_round_dataset_id(base_id: int, round_index: int, used: set[int]) -> int:
-    """Id for the dataset of round ``round_index + 1`` (see the module docstring)."""
+def candidate_dataset_ids(base_id: int, round_index: int) -> list[int]:
+    """Ids tried for the dataset of round ``round_index + 1``, in order (see the module docstring)."""
     start = base_id + 100 * round_index
-    for candidate in [*range(start, MAX_DATASET_ID + 1), *range(1, min(start, MAX_DATASET_ID + 1))]:
+    return [*range(start, MAX_DATASET_ID + 1), *range(1, min(start, MAX_DATASET_ID + 1))]
+
+
+def next_round_dataset_id(base_id: int, round_index: int, used: set[int]) -> int:
+    """Id for the dataset of round ``round_index + 1`` (see the module docstring), without reserving it."""
+    for candidate in candidate_dataset_ids(base_id, round_index):
         if candidate not in used:
+            return candidate
+    raise ValueError("no free nnU-Net dataset id left (1-999)")
+
+
+# -- id reservations (several coordinators at once) -------------------------------------------
+RESERVATIONS = ".ulseg_dataset_ids"
+#: The fields of a reservation that say whose it is.
+OWNER_KEYS = ("work_dir", "round")
+
+
+def reservation_file(raw_root: str | os.PathLike, dataset_id: int) -> Path:
+    """``nnUNet_raw/.ulseg_dataset_ids/<id>.json``, the reservation of ``dataset_id``."""
+    return Path(raw_root) / RESERVATIONS / f"{dataset_id:03d}.json"
+
+
+def read_reservation(raw_root: str | os.PathLike, dataset_id: int) -> dict | None:
+    """The reservation of ``dataset_id`` (None if there is none; ``{}`` if it cannot be read)."""
+    try:
+        data = json.loads(reservation_file(raw_root, dataset_id).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def is_owner(reservation: dict | None, owner: dict) -> bool:
+    """True if ``reservation`` was made by ``owner`` (same work folder and round)."""
+    return reservation is not None and all(reservation.get(k) == owner[k] for k in OWNER_KEYS)
+
+
+def claim_dataset_id(raw_root: str | os.PathLike, dataset_id: int, owner: dict) -> bool:
+    """Reserve ``dataset_id`` for ``owner`` unless another holds it; True if it is now ``owner``'s.
+
+    ``owner`` holds :data:`OWNER_KEYS` (and may hold more, e.g. the dataset name, which is
+    recorded).  The reservation is created atomically (a hard link of a complete temporary
+    file onto the reservation's name fails if that name exists); an earlier reservation by
+    the same owner counts as its own, so a run killed between reserving and recording the
+    id takes the same id again.
+    """
+    target = reservation_file(raw_root, dataset_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    record = {**owner, "dataset_id": dataset_id, "host": socket.gethostname(), "pid": os.getpid(),
+              "reserved": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    try:
+        try:
+            os.link(tmp, target)
+            return True
+        except FileExistsError:
+            return is_owner(read_reservation(raw_root, dataset_id), owner)
+        except OSError:  # no hard links on this file system: an exclusive create, then the content
+            try:
+                fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return is_owner(read_reservation(raw_root, dataset_id), owner)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(tmp.read_text(encoding="utf-8"))
+            return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def reserve_round_dataset_id(raw_root: str | os.PathLike, roots: Iterable[str | os.PathLike], base_id: int,
+                             round_index: int, owner: dict) -> int:
+    """Reserve and return the id of round ``round_index + 1``'s dataset for ``owner``.
+
+    The first candidate (:func:`candidate_dataset_ids`) that no ``DatasetNNN_*`` entry in
+    ``roots`` uses and that :func:`claim_dataset_id` gets for ``owner``.
+    """
+    used = used_dataset_ids(roots)
+    for candidate in candidate_dataset_ids(base_id, round_index):
+        if candidate not in used and claim_dataset_id(raw_root, candidate, owner):
             return candidate
     raise ValueError("no free nnU-Net dataset id left (1-999)")
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -56,10 +57,14 @@ def now() -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, data) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and :func:`os.replace`."""
+    """Write ``data`` as JSON to ``path`` through a temporary file and :func:`os.replace`.
+
+    The temporary name is this process' and thread's own, so two writers of one file (two
+    coordinators copying the same plans or split) never write into, or move, each other's.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
         f.write("\n")

@@ -11,7 +11,7 @@ model 2 -> labels 3 -> model 3.  The steps, in order, each recorded in the manif
 (:mod:`.manifest`) when finished::
 
     prepare_1      plan + preprocess round 1 if needed, install its split, label statistics
-    train_1        nnUNetv2_train (skipped if checkpoint_final.pth already exists)
+    train_1        nnUNetv2_train (skipped if checkpoint_final.pth already exists and loads)
     test_1         with truth only: nnUNetv2_predict imagesTs with model 1
     predict_1      nnUNetv2_predict every training case with model 1 (split in parts)
     build_2        raw dataset of round 2 (:func:`.labels.build_round_dataset`)
@@ -43,8 +43,14 @@ Choices where the paper is silent:
 * The work folder is ``$nnUNet_results/<round-1 dataset>/ulseg_refine_<trainer>__<plans>__<cfg>_fold<F>``
   (``_crossval`` with ``cross_val``): ``manifest.json``, ``refine.log`` (all nnU-Net
   output), ``refine_report.json``, ``round<r>/predictions`` and ``round<r>/test_predictions``.
-* One coordinator at a time: ``coordinator.lock`` (host, pid) in the work folder; a lock
-  left by a dead process on the same host is taken over.
+* One coordinator at a time per work folder: ``coordinator.lock`` (host, pid, token) in the
+  work folder, taken over atomically when its process died on this host, and removed on
+  exit only if it is still this coordinator's (:func:`coordinator_lock`).  Coordinators of
+  different folds have different work folders and may run at the same time: round dataset
+  ids are reserved atomically (:mod:`.labels`), so each gets datasets of its own.
+* A step counts as done only when its outputs are usable: a training step loads the
+  checkpoints it hands on; a truncated one (a training killed while saving) is set aside
+  as ``*.corrupt`` and the fold is trained again (``Refinement._train``).
 * ``postprocess`` (``--postprocess``, :data:`nnunet_ulseg.postprocess.MODES`, default
   ``none``): every prediction is post-processed with its case's crop-geometry RECIST mark
   from round 1's ``lesions.csv`` (:func:`nnunet_ulseg.postprocess.postprocess_crop`) before
@@ -60,19 +66,22 @@ Choices where the paper is silent:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
 import os
 import shutil
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from nnunet_ulseg.refine.backend import NNUNetBackend, transfer_plans
-from nnunet_ulseg.refine.labels import (build_round_dataset, dataset_id_of, find_dataset, label_statistics,
-                                        link_file, next_round_dataset_id, round_dataset_name, training_cases,
-                                        used_dataset_ids)
+from nnunet_ulseg.refine.backend import NNUNetBackend, checkpoint_problem, set_aside, transfer_plans
+from nnunet_ulseg.refine.labels import (build_round_dataset, claim_dataset_id, dataset_id_of, find_dataset,
+                                        label_statistics, link_file, read_reservation, reservation_file,
+                                        reserve_round_dataset_id, round_dataset_name, training_cases)
 from nnunet_ulseg.postprocess import MODES as POSTPROCESS_MODES
 from nnunet_ulseg.refine.manifest import Manifest, ManifestConflict, now, read_json, write_json_atomic
 from nnunet_ulseg.refine.parts import (collect_predictions, mark_part_done, missing_parts, model_fingerprint,
@@ -83,6 +92,8 @@ from nnunet_ulseg.nnunet_layout import NNUNetEnvironmentError, RawDataset, case_
 from nnunet_ulseg.workflow.nnunet import NNUNetPaths, default_device
 
 CROSSVAL_BACKUP = "splits_final.before_ulseg_crossval.json"
+
+logger = logging.getLogger("nnunet_ulseg.refine")
 
 
 class RefineError(ValueError):
@@ -263,6 +274,8 @@ class Refinement:
             if self.manifest_path.exists():
                 self._check_postprocess(Manifest.read(self.manifest_path))
             m = self.manifest = Manifest.open(self.manifest_path, self.arguments)
+            for r in sorted(int(k) for k in m.data["rounds"] if int(k) > 1):
+                self._check_reservation(r)
             interrupted = (m.in_progress or {}).get("step")
             steps = self.steps()
             pending = [s for s in steps if not m.is_done(s.name)]
@@ -336,26 +349,35 @@ class Refinement:
         return written, info
 
     def _prepare(self, redo: bool) -> dict:
+        """Round 1's plans, preprocessed data and split, shared by every run on this dataset.
+
+        Coordinators of different folds each run this step on the same round-1 folders, so it
+        runs under :func:`shared_lock` on ``nnUNet_results/<round 1>/.ulseg_refine_round1.lock``:
+        a second coordinator waits for the first to finish planning and preprocessing, then
+        finds them done instead of running ``nnUNetv2_plan_and_preprocess`` over them again.
+        """
         c, info = self.cfg, {}
         self.manifest.set_round(1, dataset_id=dataset_id_of(self.base), dataset_name=self.base)
         pre = self.paths.preprocessed / self.base
-        if not all((self.fold_dir(1, k) / "checkpoint_final.pth").exists() for k in c.folds):
-            plans_file = pre / f"{c.plans}.json"
-            if not plans_file.exists():
-                if c.plans != "nnUNetPlans":
-                    raise FileNotFoundError(f"plans {plans_file} not found; create them or use nnUNetPlans")
-                self.backend.plan_and_preprocess(self.base)
-                info["planned"] = True
-            else:
-                identifier = read_json(plans_file)["configurations"][c.configuration].get(
-                    "data_identifier", f"{c.plans}_{c.configuration}")
-                # nnU-Net writes <case>.pkl beside each preprocessed case (npz and blosc2 formats);
-                # after an interrupted prepare_1 the data may be partial, so it is redone
-                data = pre / identifier
-                if redo or not all((data / f"{case}.pkl").exists() for case in self.cases):
-                    self.backend.preprocess(self.base)
-                    info["preprocessed"] = True
-        info["splits"] = self._install_round1_splits(pre)
+        with shared_lock(self.paths.results / self.base / ".ulseg_refine_round1.lock",
+                         f"another ulseg refine run preparing {self.base}", self.say):
+            if not all((self.fold_dir(1, k) / "checkpoint_final.pth").exists() for k in c.folds):
+                plans_file = pre / f"{c.plans}.json"
+                if not plans_file.exists():
+                    if c.plans != "nnUNetPlans":
+                        raise FileNotFoundError(f"plans {plans_file} not found; create them or use nnUNetPlans")
+                    self.backend.plan_and_preprocess(self.base)
+                    info["planned"] = True
+                else:
+                    identifier = read_json(plans_file)["configurations"][c.configuration].get(
+                        "data_identifier", f"{c.plans}_{c.configuration}")
+                    # nnU-Net writes <case>.pkl beside each preprocessed case (npz and blosc2 formats);
+                    # after an interrupted prepare_1 the data may be partial, so it is redone
+                    data = pre / identifier
+                    if redo or not all((data / f"{case}.pkl").exists() for case in self.cases):
+                        self.backend.preprocess(self.base)
+                        info["preprocessed"] = True
+            info["splits"] = self._install_round1_splits(pre)
         info["labels"] = label_statistics(self.base_raw, self.cases)
         return info
 
@@ -392,16 +414,43 @@ class Refinement:
         return f"patient-grouped {NUM_FOLDS}-fold (written)"
 
     def _train(self, r: int, fold: int, redo: bool) -> dict:
+        """Train round r's fold (or accept the user's finished round-1 training); only a loadable checkpoint counts.
+
+        nnU-Net writes ``checkpoint_final.pth`` in place, so a training killed while saving it
+        leaves a file that exists but is cut short.  Every checkpoint the step hands on
+        (``checkpoint_final.pth`` and the ``--checkpoint`` that predictions use) is therefore
+        loaded (:func:`~.backend.checkpoint_problem`) before the step counts as done, both
+        for a round-1 training found on disk and after our own training.  A broken one is
+        set aside (:func:`~.backend.set_aside`), never deleted: renamed ``<name>.corrupt``
+        beside itself in a round-1 folder we did not start (and we stop: the user resumes
+        that training with ``--c``, which falls back to ``checkpoint_latest.pth``), or moved
+        to ``<work>/round<r>/set_aside/fold_<F>/`` when the fold folder is ours and is about
+        to be cleaned for a new training.  The step records what it set aside.
+        """
         fold_dir = self.fold_dir(r, fold)
         final = fold_dir / "checkpoint_final.pth"
+        moved: list[str] = []
+        checked = False
         if r == 1 and final.exists():
-            self.say(f"  {final} exists: round 1 fold {fold} is trained")
-            return {"checkpoint": self._rel(final), "preexisting": True}
+            broken = self._set_aside_broken(fold_dir, r, fold, keep_in_place=not redo)
+            checked = True
+            if not broken:
+                self.say(f"  {final} exists and loads: round 1 fold {fold} is trained")
+                return {"checkpoint": self._rel(final), "preexisting": True}
+            if not redo:
+                problem, target = broken[0]
+                raise RefineError(
+                    f"{problem}; renamed to {target}. Round 1 fold {fold} in {fold_dir} is not a finished training "
+                    f"(killed while saving?): continue it (nnUNetv2_train ... --c resumes from checkpoint_latest.pth) "
+                    f"or move the folder away, then re-run.")
+            moved += [self._rel(target) for _, target in broken]
         if fold_dir.exists():
             if r == 1 and not redo:
                 raise RefineError(
                     f"{fold_dir} exists without checkpoint_final.pth: a training of round 1 is unfinished or still "
                     f"running. Finish it (nnUNetv2_train ... --c) or move the folder away, then re-run.")
+            if not checked:
+                moved += [self._rel(target) for _, target in self._set_aside_broken(fold_dir, r, fold, False)]
             shutil.rmtree(fold_dir)
         pretrained = None
         if self.cfg.init_from_previous and r > 1:
@@ -409,10 +458,35 @@ class Refinement:
         self.backend.train(self.dataset_name(r), fold, pretrained)
         if not final.exists():
             raise RefineError(f"nnUNetv2_train finished without writing {final} (see {self.log})")
+        broken = self._set_aside_broken(fold_dir, r, fold, keep_in_place=False)
+        if broken:
+            problem, target = broken[0]
+            raise RefineError(f"nnUNetv2_train finished, but {problem} (moved to {target}; see {self.log}); "
+                              "re-running trains this fold again")
         info = {"checkpoint": self._rel(final)}
         if pretrained is not None:
             info["pretrained_weights"] = self._rel(pretrained)
+        if moved:
+            info["set_aside"] = moved
         return info
+
+    def _set_aside_broken(self, fold_dir: Path, r: int, fold: int, keep_in_place: bool) -> list[tuple[str, Path]]:
+        """Set aside every checkpoint of ``fold_dir`` that this run would use and nnU-Net cannot load.
+
+        Returns ``(problem, new path)`` per file; each one is also reported.
+        """
+        out = []
+        for name in dict.fromkeys(["checkpoint_final.pth", self.cfg.checkpoint]):
+            ckpt = fold_dir / name
+            if not ckpt.is_file():
+                continue
+            problem = checkpoint_problem(ckpt)
+            if problem is None:
+                continue
+            target = set_aside(ckpt, None if keep_in_place else self.work / f"round{r}" / "set_aside" / f"fold_{fold}")
+            self.say(f"  {problem}: set aside as {target}, not used")
+            out.append((problem, target))
+        return out
 
     def _test(self, r: int) -> dict:
         out = self.work / f"round{r}" / "test_predictions"
@@ -481,16 +555,42 @@ class Refinement:
                               f"{folder}: {', '.join(absent[:5])}")
         mark_part_done(folder, c.part_id, c.num_parts, mine, model)
 
+    def _id_owner(self, r: int) -> dict:
+        """Who reserves round r's dataset id: this run's work folder (below nnUNet_results) and the round."""
+        return {"work_dir": self._rel(self.work), "round": r}
+
+    def _check_reservation(self, r: int) -> None:
+        """Make sure the id the manifest records for round r is reserved for this run (reserving it if free).
+
+        A manifest written before ids were reserved has no reservation: it is made now.  An id
+        reserved by another run means both recorded it (the old allocation raced); going on
+        would rebuild or train over the other run's dataset.
+        """
+        entry = self.manifest.round(r)
+        owner = {**self._id_owner(r), "dataset_name": entry["dataset_name"]}
+        if claim_dataset_id(self.paths.raw, entry["dataset_id"], owner):
+            return
+        other = read_reservation(self.paths.raw, entry["dataset_id"]) or {}
+        raise RefineError(
+            f"dataset id {entry['dataset_id']} ({entry['dataset_name']}), recorded for round {r} in "
+            f"{self.manifest.path}, is reserved by another ulseg refine run ({other.get('work_dir')}, round "
+            f"{other.get('round')}; {reservation_file(self.paths.raw, entry['dataset_id'])}): both runs took this "
+            f"id. Its dataset is left as it is; move this run's folder {self.work} away and re-run to start this "
+            "run over with ids of its own")
+
     def _build(self, r: int) -> dict:
         """Round r's raw dataset from round r-1's predictions."""
         m, prev = self.manifest, r - 1
         entry = m.round(r)
         if entry is None:
-            used = used_dataset_ids([self.paths.raw, self.paths.preprocessed, self.paths.results])
-            used |= {e["dataset_id"] for e in m.data["rounds"].values()}
-            new_id = next_round_dataset_id(dataset_id_of(self.base), prev, used)
+            # reserved before it is recorded, and recorded before anything is built (labels.py)
+            new_id = reserve_round_dataset_id(self.paths.raw, [self.paths.raw, self.paths.preprocessed,
+                                                               self.paths.results],
+                                              dataset_id_of(self.base), prev, self._id_owner(r))
             m.set_round(r, dataset_id=new_id, dataset_name=round_dataset_name(new_id, self.base, r))
             entry = m.round(r)
+        else:
+            self._check_reservation(r)
         clash = [p for root in (self.paths.raw, self.paths.preprocessed, self.paths.results)
                  for p in root.glob(f"Dataset{entry['dataset_id']:03d}_*") if p.name != entry["dataset_name"]]
         if clash:
@@ -598,36 +698,120 @@ class Refinement:
 
 @contextlib.contextmanager
 def coordinator_lock(path: str | os.PathLike):
-    """Hold ``path`` (created exclusively, holding host and pid) while the block runs.
+    """Hold ``path`` while the block runs: one coordinator per work folder.
 
-    A lock held by a live process, or by any process on another host, is a
-    :class:`RefineError`; one left by a dead process on this host is taken over.
+    The lock is a small JSON file (host, pid, a random token, start time).
+
+    * It is created atomically with its content: a complete temporary file is hard-linked
+      onto ``path``, which fails if ``path`` exists (where the file system has no hard
+      links, an ``O_EXCL`` create, then the content).
+    * A lock held by a live process, by any process on another host, or whose content
+      cannot be read, is a :class:`RefineError`.
+    * One left by a dead process on this host is taken over.  Every change to an existing
+      lock (takeover and release) happens under an ``flock`` on ``<path>.takeover`` (that
+      file stays; the kernel frees the ``flock`` when its holder dies, so the mutex itself
+      never goes stale) after reading the lock again: the takeover replaces the lock
+      (``os.replace``) only if it still holds the same dead holder's record.  Two processes
+      that found the same stale lock therefore cannot both win: the second finds the
+      first's record and is refused.  The lock is host-local by design (a pid says nothing
+      on another host), so a per-host mutex is enough.
+    * On exit the lock is removed only if it still holds this coordinator's token; a lock
+      that was replaced meanwhile (by hand, or by another coordinator) is left to its owner.
     """
     path = Path(path)
-    host = socket.gethostname()
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                other = json.loads(path.read_text())
-            except (OSError, ValueError):
-                other = {}
-            if other.get("host") == host and isinstance(other.get("pid"), int) and not _alive(other["pid"]):
-                path.unlink(missing_ok=True)
-                continue
-            raise RefineError(f"another ulseg refine coordinator holds {path} (host {other.get('host')}, pid "
-                              f"{other.get('pid')}, since {other.get('started')}); if it is no longer running, "
-                              "delete that file") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump({"host": host, "pid": os.getpid(), "started": now()}, f)
-        break
-    else:  # pragma: no cover - a second stale lock appeared between two attempts
-        raise RefineError(f"could not take {path}")
+    mine = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "started": now()}
+    _take_lock(path, mine)
     try:
         yield path
     finally:
-        path.unlink(missing_ok=True)
+        with _lock_mutex(path):
+            if (_read_lock(path) or {}).get("token") == mine["token"]:
+                path.unlink(missing_ok=True)
+            else:
+                logger.warning("%s is no longer this coordinator's lock (host %s, pid %s); left in place", path,
+                               mine["host"], mine["pid"])
+
+
+def _take_lock(path: Path, mine: dict) -> None:
+    for _ in range(3):
+        if _create_lock(path, mine):
+            return
+        other = _read_lock(path)
+        if other is None:  # released between the two calls: try again
+            continue
+        if not (other.get("host") == mine["host"] and isinstance(other.get("pid"), int)
+                and not _alive(other["pid"])):
+            raise RefineError(f"another ulseg refine coordinator holds {path} (host {other.get('host')}, pid "
+                              f"{other.get('pid')}, since {other.get('started')}); if it is no longer running, "
+                              "delete that file")
+        with _lock_mutex(path):
+            if _read_lock(path) == other:  # still the dead holder's: replace it with ours in one step
+                tmp = path.with_name(f".{path.name}.{mine['token']}.tmp")
+                tmp.write_text(json.dumps(mine))
+                os.replace(tmp, path)
+                return
+        # someone else took it over or released it first: look again
+    raise RefineError(f"could not take {path}: it changed hands while this coordinator tried; run again")
+
+
+def _create_lock(path: Path, mine: dict) -> bool:
+    """Create ``path`` holding ``mine`` if it does not exist; False if it does."""
+    tmp = path.with_name(f".{path.name}.{mine['token']}.tmp")
+    tmp.write_text(json.dumps(mine))
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(mine, f)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_lock(path: Path) -> dict | None:
+    """The lock's record; None if there is no lock, ``{}`` if it cannot be read."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@contextlib.contextmanager
+def shared_lock(path: str | os.PathLike, holder: str, say: Callable[[str], None] | None = None):
+    """Wait for, then hold, an exclusive ``flock`` on ``path`` (created if missing, never removed).
+
+    For work that several coordinators share and that must not run twice at once; the
+    kernel releases the lock when its holder exits or dies, so it never goes stale.  While
+    waiting, ``say`` is told once that ``holder`` has it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if say is not None:
+                say(f"  waiting for {holder} ({path})")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock_mutex(path: Path):
+    """The mutex under which an existing coordinator lock is re-read and replaced or removed."""
+    return shared_lock(path.with_name(f"{path.name}.takeover"), "another coordinator changing the lock")
 
 
 def _alive(pid: int) -> bool:
