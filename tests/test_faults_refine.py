@@ -324,34 +324,36 @@ def test_checkpoint_problem_names_what_the_predictor_would_miss(tmp_path):
     assert "cannot be loaded" in checkpoint_problem(tmp_path / "text.pth")
 
 
-def test_truncated_final_checkpoint_of_a_killed_training_is_set_aside_and_retrained(tmp_path):
-    """nnU-Net was killed while ``torch.save`` wrote ``checkpoint_final.pth`` of round 1."""
+@pytest.mark.parametrize("killed_round, dataset", [(1, BASE), (2, "Dataset601_Tiny_round2")])
+def test_truncated_final_checkpoint_of_a_killed_training_is_set_aside_and_retrained(tmp_path, killed_round,
+                                                                                      dataset):
+    """nnU-Net was killed while ``torch.save`` wrote ``checkpoint_final.pth`` (round 1, or a later round)."""
     paths = setup(tmp_path)
     backend = FakeBackend(paths, TRAINER)
     cut = {}
 
     def killed_while_saving(call):
-        if call[0] == "train":
+        if call[:2] == ("train", dataset):
             final = write_checkpoint(backend.fold_dir(call[1], call[2]) / "checkpoint_final.pth", TRAINER)
             cut["bytes"] = truncate(final)
             raise Killed
 
     backend.hook = killed_while_saving
     with pytest.raises(Killed):
-        run(paths, backend, rounds=1)
-    assert manifest(paths)["in_progress"]["step"] == "train_1"
+        run(paths, backend, rounds=killed_round)
+    assert manifest(paths)["in_progress"]["step"] == f"train_{killed_round}"
     backend.hook = None
     backend.calls.clear()
     lines = []
-    refine(501, TRAINER, paths=paths, backend=backend, echo=lines.append, device="cpu", rounds=1)
-    step = manifest(paths)["steps"]["train_1"]
+    refine(501, TRAINER, paths=paths, backend=backend, echo=lines.append, device="cpu", rounds=killed_round)
+    step = manifest(paths)["steps"][f"train_{killed_round}"]
     assert "preexisting" not in step
-    assert ("train", BASE, 0, None) in backend.calls  # trained again
-    final = backend.fold_dir(BASE, 0) / "checkpoint_final.pth"
-    assert checkpoint_problem(final) is None and read_checkpoint(final)["init_args"]["dataset"] == BASE
+    assert ("train", dataset, 0, None) in backend.calls  # trained again
+    final = backend.fold_dir(dataset, 0) / "checkpoint_final.pth"
+    assert checkpoint_problem(final) is None and read_checkpoint(final)["init_args"]["dataset"] == dataset
     (kept,) = step["set_aside"]
     assert (paths.results / kept).read_bytes() == cut["bytes"]  # moved aside, not deleted
-    assert kept.endswith("checkpoint_final.pth.corrupt")
+    assert kept.endswith(f"round{killed_round}/set_aside/fold_0/checkpoint_final.pth.corrupt")
     assert any("cannot be loaded" in line and "checkpoint_final.pth.corrupt" in line for line in lines)
 
 
