@@ -137,11 +137,20 @@ def run_convert(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as e:  # ConversionError, bad input, existing output: user errors
             print(f"ulseg {COMMAND}: error: {e}", file=sys.stderr)
             return 2
-    if not result.rows:  # issue 12 case 8: a run that converted nothing is a failure, not a success
-        print(f"ulseg {COMMAND}: error: no lesion was converted ({len(result.issues)} skipped; the reasons are in "
-              f"{result.out_dir / 'conversion_report.csv'})", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(COMMAND, result, "lesion")
+
+
+def exit_status(command: str, result, unit: str) -> int:
+    """0, or 1 with an error line when ``result`` (a converter's result) converted nothing (issue 12 case 8).
+
+    A run that converted nothing is a failure, not a success; its report is written all the same.
+    ``unit`` names what is converted (``lesion``, ``VOI``).
+    """
+    if result.rows:
+        return 0
+    print(f"ulseg {command}: error: no {unit} was converted ({len(result.issues)} skipped; the reasons are in "
+          f"{result.out_dir / 'conversion_report.csv'})", file=sys.stderr)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,7 +40,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
@@ -53,7 +53,7 @@ from .context import channel_names, check_context_mm, slice_offsets
 from .dl_info import SPLIT_NAMES, LesionRecord, read_dl_info
 from .geometry import LESION_SIZE_RANGE, SCALE_POLICIES, CropBox, crop_box, crop_size_range, slice_to_crop
 from .output import OutputFolder, check_inputs_outside
-from .report import Issue, IssueLog, format_summary, write_report
+from .report import ConversionCounts, Issue, IssueLog, format_summary, write_report
 from .sidecar import LesionRow, write_sidecar
 from .splits import SplitMove, make_splits, preprocessed_root_from_env, resolve_patient_splits, write_splits
 from .worker import TEST_DIRS, TRAIN_DIRS, LesionJob, SeriesTask, SliceJob, convert_series, output_paths
@@ -82,7 +82,7 @@ def default_num_processes() -> int:
 
 
 @dataclass
-class ConversionResult:
+class ConversionResult(ConversionCounts):
     """What :func:`convert_deeplesion` did: converted rows (sidecar), skipped lesions, split moves."""
 
     out_dir: Path
@@ -92,17 +92,6 @@ class ConversionResult:
     n_input_rows: int = 0
     context_fallbacks: int = 0
     seconds: float = 0.0
-
-    @property
-    def converted(self) -> dict[str, int]:
-        """Converted lesions per split name (``train``, ``val``, ``test``)."""
-        c = Counter(r.split for r in self.rows)
-        return {name: c.get(name, 0) for name in SPLIT_NAMES.values()}
-
-    @property
-    def skipped(self) -> Counter:
-        """Skipped lesions per reason code."""
-        return Counter(i.reason for i in self.issues)
 
     def summary(self) -> str:
         notes = {"patients moved to a higher split": len(self.split_moves),

@@ -131,6 +131,24 @@ def read_report(path: str | Path) -> list[Issue]:
         return [Issue(int(r["dl_row"]), r["File_name"], r["file"], r["reason"], r["detail"]) for r in csv.DictReader(f)]
 
 
+class ConversionCounts:
+    """``converted`` and ``skipped`` of a converter's result (it has ``rows`` with a ``split`` and ``issues``
+    with a ``reason``): shared by the DeepLesion and ULS23 results."""
+
+    @property
+    def converted(self) -> dict[str, int]:
+        """Converted cases per split name (``train``, ``val``, ``test``)."""
+        from .dl_info import SPLIT_NAMES
+
+        c = Counter(r.split for r in self.rows)
+        return {name: c.get(name, 0) for name in SPLIT_NAMES.values()}
+
+    @property
+    def skipped(self) -> Counter:
+        """Skipped cases per reason code."""
+        return Counter(i.reason for i in self.issues)
+
+
 def format_summary(converted: dict[str, int], skipped: Counter, notes: dict[str, int] | None = None) -> str:
     """Human summary: converted cases per split, skipped lesions per reason, and notes (e.g. context fallbacks)."""
     total = sum(converted.values())

@@ -51,7 +51,6 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -61,7 +60,7 @@ from .deeplesion import LABELS, NOMINAL_SPACING, default_num_processes, task_res
 from .dl_info import SPLIT_NAMES
 from .geometry import SCALE_POLICIES, crop_size_range
 from .output import OutputFolder, check_inputs_outside
-from .report import ConversionError, IssueLog, format_summary
+from .report import ConversionCounts, ConversionError, IssueLog, format_summary
 from .sidecar import LesionRow, write_sidecar
 from .splits import make_splits, preprocessed_root_from_env, write_splits
 from .uls23_names import VOI_SUFFIXES, VoiName, case_id_for, number_patients, parse_voi_name, voi_stem
@@ -81,7 +80,7 @@ VOLUME_COLUMNS = tuple(f.name for f in dataclasses.fields(VolumeInfo))
 
 
 @dataclass
-class Uls23Result:
+class Uls23Result(ConversionCounts):
     """What :func:`convert_uls23` did: converted rows (sidecar), skipped VOIs, per-VOI volume facts."""
 
     out_dir: Path
@@ -91,15 +90,6 @@ class Uls23Result:
     n_vois: int = 0
     per_voi_split: int = 0
     seconds: float = 0.0
-
-    @property
-    def converted(self) -> dict[str, int]:
-        c = Counter(r.split for r in self.rows)
-        return {name: c.get(name, 0) for name in SPLIT_NAMES.values()}
-
-    @property
-    def skipped(self) -> Counter:
-        return Counter(i.reason for i in self.issues)
 
     @property
     def partial(self) -> list[VolumeInfo]:

@@ -91,7 +91,7 @@ def output_folder(out: str | os.PathLike | None, dataset_id: int, name: str,
 
 def run_uls23(args: argparse.Namespace) -> int:
     """Run the conversion for parsed ``args``; returns the exit code."""
-    from .cli import _log_to_stderr
+    from .cli import _log_to_stderr, exit_status
     from .uls23 import convert_uls23
 
     with _log_to_stderr(args.quiet):
@@ -105,11 +105,7 @@ def run_uls23(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as e:  # ConversionError, bad input, existing output: user errors
             print(f"ulseg {COMMAND}: error: {e}", file=sys.stderr)
             return 2
-    if not result.rows:  # issue 12 case 8: a run that converted nothing is a failure, not a success
-        print(f"ulseg {COMMAND}: error: no VOI was converted ({len(result.issues)} skipped; the reasons are in "
-              f"{result.out_dir / 'conversion_report.csv'})", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(COMMAND, result, "VOI")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
