@@ -144,11 +144,7 @@ def linear_percentile(values: np.ndarray, q: float) -> float:
 
 def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> SurfaceDistances:
     """Surface average Hausdorff distance, both HD95s and HD between two 2D masks (module docstring)."""
-    pred = np.asarray(pred, dtype=bool)
-    ref = np.asarray(ref, dtype=bool)
-    if pred.shape != ref.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
-    _check_spacing(spacing)
+    pred, ref = _checked_pair(pred, ref, spacing)
     if not pred.any() or not ref.any():
         nan = float("nan")
         return SurfaceDistances(nan, nan, nan, nan, nan, nan, nan, nan)
@@ -201,11 +197,7 @@ def directed_average_distance(a: np.ndarray, b: np.ndarray, spacing: Sequence[fl
 
 def average_distance(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> AverageDistance:
     """Taha & Hanbury's AVD and EvaluateSegmentation's mean variant between two 2D masks (module docstring)."""
-    pred = np.asarray(pred, dtype=bool)
-    ref = np.asarray(ref, dtype=bool)
-    if pred.shape != ref.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
-    _check_spacing(spacing)
+    pred, ref = _checked_pair(pred, ref, spacing)
     if not pred.any() or not ref.any():
         nan = float("nan")
         return AverageDistance(nan, nan, nan, nan)
@@ -219,3 +211,13 @@ def _check_spacing(spacing: Sequence[float]) -> tuple[float, float]:
     if len(s) != 2 or not all(math.isfinite(v) and v > 0 for v in s):
         raise ValueError(f"spacing must be two positive numbers (x, y) in mm, got {tuple(spacing)}")
     return s
+
+
+def _checked_pair(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Both masks as bool arrays of one shape, and a valid spacing; ``ValueError`` otherwise."""
+    pred = np.asarray(pred, dtype=bool)
+    ref = np.asarray(ref, dtype=bool)
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
+    _check_spacing(spacing)
+    return pred, ref
