@@ -47,6 +47,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from nnunet_ulseg.labels import LABELS
 from nnunet_ulseg.nnunet_layout import DATASET_JSON, SPLITS_FILE
 
 from .context import channel_names, check_context_mm, slice_offsets
@@ -64,7 +65,6 @@ OUTPUT_DIRS = (*TRAIN_DIRS, *TEST_DIRS)
 OUTPUT_FILES = (DATASET_JSON, SPLITS_FILE, "lesions.csv", "conversion_report.csv")
 #: ``converted_by`` in dataset.json and the output manifest (:mod:`.output`).
 CONVERTED_BY = "nnunet_ulseg convert-deeplesion"
-LABELS = {"background": 0, "lesion": 1, "ignore": 2}
 #: Spacing written for scale policy ``lesion`` so nnU-Net does not resample the crops again.
 NOMINAL_SPACING = (1.0, 1.0)
 

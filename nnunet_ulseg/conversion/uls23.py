@@ -55,8 +55,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from nnunet_ulseg.labels import LABELS
+
 from .context import channel_names, channel_offsets
-from .deeplesion import LABELS, NOMINAL_SPACING, default_num_processes, task_results
+from .deeplesion import NOMINAL_SPACING, default_num_processes, task_results
 from .dl_info import SPLIT_NAMES
 from .geometry import SCALE_POLICIES, crop_size_range
 from .output import OutputFolder, check_inputs_outside

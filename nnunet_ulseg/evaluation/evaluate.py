@@ -74,11 +74,12 @@ from nnunet_ulseg.evaluation.aggregate import DICE_THRESHOLDS, aggregate, format
 from nnunet_ulseg.evaluation.label_io import DEFAULT_RULE, LabelRule, read_crop_mask
 from nnunet_ulseg.evaluation.metrics import LesionMetrics, lesion_metrics, lesion_type_name
 from nnunet_ulseg.evaluation.references import Reference, crop_label, open_reference
+from nnunet_ulseg.labels import LESION
 from nnunet_ulseg.nnunet_layout import image_filename
 
 logger = logging.getLogger(__name__)
 
-LESION_LABEL = 1
+LESION_LABEL = LESION
 CASE_COLUMNS = ("pred_name", "case", "split", "dl_row", "File_name", "lesion_type", "lesion_type_name", "status",
                 "postprocess", "postprocess_status", "ref_source")
 #: The geometry every metric is computed in (``summary.json`` ``geometry``).

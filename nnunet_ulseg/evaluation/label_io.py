@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_ulseg.labels import IGNORE, LESION
+
 #: File endings read as label images (``.png`` references are read with OpenCV instead).
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
 
@@ -72,8 +74,8 @@ def read_crop_mask(path: str | Path) -> np.ndarray:
 
 
 #: CONVENTIONS "Files": the lesion and ignore labels of every crop-geometry label file.
-LESION_LABEL = 1
-IGNORE_LABEL = 2
+LESION_LABEL = LESION
+IGNORE_LABEL = IGNORE
 #: How many distinct values an error message shows.
 SHOWN_VALUES = 6
 

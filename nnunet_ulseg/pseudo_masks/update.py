@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-BACKGROUND, LESION, IGNORE = 0, 1, 2
+from nnunet_ulseg.labels import BACKGROUND, IGNORE, LESION  # noqa: F401 - re-exported (refine.labels)
+
 
 
 def binarize_prediction(prediction: np.ndarray, threshold: float = 0.5) -> np.ndarray:
