@@ -25,6 +25,8 @@ from nnunet_ulseg.cli_args import add_chill, add_output_folder, check_output_fol
 POSTPROCESS_CHOICES = ("none", "mark", "mark-ellipse", "mark-grabcut")
 #: the file ``ulseg measure`` writes inside its output folder
 MEASUREMENTS_CSV = "measurements.csv"
+#: :data:`nnunet_ulseg.evaluation.measure3d.VOLUME_GEOMETRIES`, spelled out for the same reason (a test checks both)
+VOLUME_GEOMETRIES = ("crop", "slice")
 
 
 def lesion_label_value(value: str) -> int:
@@ -128,6 +130,15 @@ def add_measure_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--pred", type=Path, required=True, metavar="DIR", help="prediction folder of <case>.mha crops")
     add_output_folder(p, help=f"output folder (created): the table is written to OUT_DIR/{MEASUREMENTS_CSV}")
+    p.add_argument("--volume", action="store_true",
+                   help="the predictions are 3D: <case> files of consecutive axial slices [z, y, x] (slice interval "
+                        "spacing_z of lesions.csv); adds volume_mm3 (voxel count x spacing_x*spacing_y*spacing_z of "
+                        "the largest 3D component), the RECIST ellipsoid pi*L*S^2/6 and their ratio; the 2D columns "
+                        "are measured on the slice where the lesion is largest (axes_z)")
+    p.add_argument("--volume-geometry", "--volume_geometry", dest="volume_geometry", choices=VOLUME_GEOMETRIES,
+                   default="crop",
+                   help="in-plane geometry of --volume slices: crop (default; crop_size x crop_size in the key "
+                        "slice's crop box, pasted back like the 2D crops) or slice (image_height x image_width)")
     _common(p)
     p.set_defaults(func=run_measure)
     return p
@@ -157,8 +168,10 @@ def run_measure(args: argparse.Namespace) -> int:
     rows = measure_folder(args.pred, args.sidecar, target, split=args.split, allow_missing=args.allow_missing,
                           interpolation=args.interpolation, file_ending=args.file_ending,
                           lesion_label=args.lesion_label, threshold=args.threshold,
-                          recist_convention=args.recist_convention)
+                          recist_convention=args.recist_convention, volume=args.volume,
+                          volume_geometry=args.volume_geometry)
     ok = [r for r in rows if r["status"] == "ok"]
     empty = sum(r["components"] == 0 for r in ok)
-    print(f"measured {len(ok)} lesion(s) ({empty} empty, {len(rows) - len(ok)} missing) -> {target}")
+    kind = "lesion volume(s)" if args.volume else "lesion(s)"
+    print(f"measured {len(ok)} {kind} ({empty} empty, {len(rows) - len(ok)} missing) -> {target}")
     return 0

@@ -29,6 +29,12 @@ Choices: an empty prediction gives NaN axes, area 0 and 0 components (never an e
 cases are the sidecar rows of ``split`` (``"all"`` for every row); a missing prediction
 file is an error naming the case unless ``allow_missing`` (then a row with
 ``status = missing``).
+
+``volume`` (``--volume``): every prediction is a 3D file of consecutive axial slices (crop or
+slice geometry, ``volume_geometry``; the contract is in :mod:`.measure3d`); the table gains
+:data:`~.measure3d.VOLUME_COLUMNS` (``volume_mm3`` = voxel count x ``sx * sy * sz``, the RECIST
+ellipsoid ``pi * L * S² / 6`` of WSSS Sec. 4.1 beside it) and the 2D columns are measured on
+``axes_z``, the slice where the lesion is largest.
 """
 from __future__ import annotations
 
@@ -50,6 +56,13 @@ from nnunet_ulseg.evaluation.evaluate import (
     to_slice,
 )
 from nnunet_ulseg.evaluation.label_io import LabelRule
+from nnunet_ulseg.evaluation.measure3d import (
+    VOLUME_COLUMNS,
+    VOLUME_GEOMETRIES,
+    measure_volume,
+    missing_volume_record,
+    read_volume_window,
+)
 from nnunet_ulseg.evaluation.metrics import axis_error, lesion_type_name, measure_mask
 from nnunet_ulseg.recist import AXIS_CONVENTIONS
 
@@ -60,6 +73,8 @@ MEASURE_COLUMNS = (
     "recist_long_mm", "recist_short_mm", "recist_ellipse_area_mm2", "long_err_recist", "short_err_recist",
     "area_ratio",
 )
+#: the columns of ``measure_folder(..., volume=True)``: the 2D ones, then the volume
+MEASURE_VOLUME_COLUMNS = MEASURE_COLUMNS + VOLUME_COLUMNS
 
 
 def recist_ellipse_area(long_mm: float, short_mm: float) -> float:
@@ -75,12 +90,18 @@ def _points(endpoints, offset) -> str:
 def measure_folder(pred_dir: str | Path, sidecar: str | Path, out_csv: str | Path | None = None,
                    split: str | None = "test", allow_missing: bool = False, interpolation: str = "linear",
                    file_ending: str = ".mha", recist_convention: str = "auto", lesion_label: int | None = None,
-                   threshold: float | None = None) -> list[dict]:
+                   threshold: float | None = None, volume: bool = False,
+                   volume_geometry: str = "crop") -> list[dict]:
     """Measure every prediction of ``split`` (module docstring); write ``out_csv`` when given; return the rows.
 
     ``lesion_label`` / ``threshold``: how the prediction files' values are read (at most one).
     Nothing is written when a file has values the rule does not allow (``ValueError``).
+    ``volume``: the files are 3D (:mod:`.measure3d`, in ``volume_geometry`` crop or slice);
+    the rows then have :data:`MEASURE_VOLUME_COLUMNS`.
     """
+    if volume_geometry not in VOLUME_GEOMETRIES:
+        raise ValueError(f"measure_folder: volume_geometry must be one of {VOLUME_GEOMETRIES}, "
+                         f"got {volume_geometry!r}")
     if recist_convention != "auto" and recist_convention not in AXIS_CONVENTIONS:
         raise ValueError(f"measure_folder: recist_convention must be auto or one of {AXIS_CONVENTIONS}, "
                          f"got {recist_convention!r}")
@@ -110,10 +131,18 @@ def measure_folder(pred_dir: str | Path, sidecar: str | Path, out_csv: str | Pat
                        total_area_mm2=float("nan"), components="", long_axis_px="", short_axis_px="",
                        long_mm_uls23=float("nan"), short_mm_uls23=float("nan"), long_axis_px_uls23="",
                        short_axis_px_uls23="", long_err_recist=float("nan"), short_err_recist=float("nan"), area_ratio=float("nan"))
+            if volume:
+                rec.update(missing_volume_record(row))
             out.append(rec)
             continue
-        rows_w, cols_w = slice_window(row)
-        mask = to_slice(crop_label(path, row, rule), row, interpolation)[rows_w, cols_w]
+        if volume:
+            mask3d, (rows_w, cols_w) = read_volume_window(path, row, rule, volume_geometry, interpolation)
+            volume_rec, axes_z = measure_volume(mask3d, row)
+            rec.update(volume_rec)
+            mask = mask3d[axes_z] if mask3d.shape[0] else np.zeros(mask3d.shape[1:], dtype=bool)
+        else:
+            rows_w, cols_w = slice_window(row)
+            mask = to_slice(crop_label(path, row, rule), row, interpolation)[rows_w, cols_w]
         m = measure_mask(mask, (row.spacing_x, row.spacing_y), "edge")
         u = measure_mask(mask, (row.spacing_x, row.spacing_y), "uls23")
         k = m if recist_convention == "edge" else u
@@ -130,16 +159,16 @@ def measure_folder(pred_dir: str | Path, sidecar: str | Path, out_csv: str | Pat
                    area_ratio=m.area_mm2 / ellipse if ellipse > 0 else float("nan"))
         out.append(rec)
     if out_csv is not None:
-        write_measure_csv(out_csv, out)
+        write_measure_csv(out_csv, out, MEASURE_VOLUME_COLUMNS if volume else MEASURE_COLUMNS)
     return out
 
 
-def write_measure_csv(path: str | Path, rows: Sequence[dict]) -> None:
-    """Write :data:`MEASURE_COLUMNS` rows (NaN as ``nan``); creates the parent folder."""
+def write_measure_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] = MEASURE_COLUMNS) -> None:
+    """Write ``columns`` of ``rows`` (:data:`MEASURE_COLUMNS` by default; NaN as ``nan``); creates the parent folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(MEASURE_COLUMNS)
+        w.writerow(columns)
         for r in rows:
-            w.writerow([format_cell(r[c]) for c in MEASURE_COLUMNS])
+            w.writerow([format_cell(r[c]) for c in columns])

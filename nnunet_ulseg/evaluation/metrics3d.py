@@ -39,6 +39,7 @@ from scipy import ndimage
 
 from nnunet_ulseg.conversion.geometry3d import Stack3D, align_stacks, check_spacing3d
 from nnunet_ulseg.evaluation.distances import AverageDistance
+from nnunet_ulseg.evaluation.metrics import volumetric_similarity
 from nnunet_ulseg.evaluation.overlap import Overlap
 
 NAN = float("nan")
@@ -104,12 +105,6 @@ class LesionMetrics3D:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def volumetric_similarity(o: Overlap) -> float:
-    """``1 - |FN - FP| / (2TP + FP + FN)``; 1 when both masks are empty (as :mod:`.metrics`)."""
-    denom = 2 * o.tp + o.fp + o.fn
-    return 1.0 if denom == 0 else 1.0 - abs(o.fn - o.fp) / denom
 
 
 def lesion_metrics_3d(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> LesionMetrics3D:
