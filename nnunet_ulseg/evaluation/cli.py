@@ -126,7 +126,8 @@ def add_measure_parser(subparsers) -> argparse.ArgumentParser:
         help="measure predicted lesions: RECIST long/short axis (mm), area (mm²), components",
         description="Paste every predicted crop back into its key slice (lesions.csv) and write, per lesion, the "
                     "ULS23 long and short axis (mm) and area (mm²) of the largest component, the component count, "
-                    "and the RECIST annotation's axes and ellipse area for comparison.",
+                    "and the RECIST annotation's axes and ellipse area for comparison; with --volume, 3D "
+                    "predictions and their volume (mm³) beside the RECIST ellipsoid.",
     )
     p.add_argument("--pred", type=Path, required=True, metavar="DIR", help="prediction folder of <case>.mha crops")
     add_output_folder(p, help=f"output folder (created): the table is written to OUT_DIR/{MEASUREMENTS_CSV}")

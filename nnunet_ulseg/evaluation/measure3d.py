@@ -22,7 +22,9 @@ Input contract (one file per sidecar row, ``<case><file_ending>``): a 3D label i
 Measured in slice geometry with the true spacing ``(spacing_x, spacing_y, spacing_z)``, the
 input of :func:`nnunet_ulseg.conversion.geometry3d.stack_slices`: the file's own spacing
 is ignored (the converter writes a nominal one).  The file holds no slice index, and none
-is needed for a volume, so its z slices are reported by their z in the file.
+is needed for a volume, so its z slices are reported by their z in the file.  A 2D file is
+read as a one-slice volume (the reader squeezes a ``1 x H x W`` volume to 2D, so the two
+cannot be told apart): its volume is its area times ``spacing_z``.
 
 Columns (:data:`VOLUME_COLUMNS`): ``volume_mm3`` of the largest 26-connected 3D component
 (the 3D counterpart of the 2D ``area_mm2``'s largest 8-connected component: one lesion,
