@@ -75,6 +75,12 @@ def slice_distance_mm(slice_offset: float, slice_interval_mm: float) -> float:
     return abs(offset) * interval
 
 
+def _length_mm(segment: np.ndarray, s: Sequence[float]) -> float:
+    """Length of a ``(2, 2)`` segment with pixel spacing ``s`` (unit spacing: pixels)."""
+    dx, dy = (segment[1] - segment[0]) * np.asarray(s, dtype=np.float64)
+    return float(math.hypot(dx, dy))
+
+
 def _shrunk(points: np.ndarray, centre: np.ndarray, s: np.ndarray, d: float) -> np.ndarray:
     """``points`` moved along their rays from ``centre`` to the mm radius ``sqrt(max(0, ρ² - d²))``."""
     rel = points - centre
@@ -105,10 +111,9 @@ def estimate_recist(recist: Recist, offset_mm: float, spacing_xy: Sequence[float
     long_axis = _shrunk(recist.long_axis, c, s, d)
     if mode == "endpoint":
         short_axis = _shrunk(recist.short_axis, c, s, d)
-    else:
-        k = float(np.hypot(*((long_axis[1] - long_axis[0]) * s)) / np.hypot(*((recist.long_axis[1] - recist.long_axis[0]) * s)))
-        short_axis = c + (recist.short_axis - c) * k
-    if min(float(np.hypot(*(long_axis[1] - long_axis[0]))), float(np.hypot(*(short_axis[1] - short_axis[0])))) < MIN_AXIS_PX:
+    else:  # the short axis scaled about c like the long axis' mm length
+        short_axis = c + (recist.short_axis - c) * (_length_mm(long_axis, s) / _length_mm(recist.long_axis, s))
+    if min(_length_mm(long_axis, (1.0, 1.0)), _length_mm(short_axis, (1.0, 1.0))) < MIN_AXIS_PX:
         return None
     return Recist(long_axis, short_axis)
 
