@@ -50,7 +50,7 @@ Steps, with the choices where the paper is silent:
    colour models nothing to separate and its result would be the trimap's geometry only); the
    trimap has no BG pixel (``fallback_no_background``: the CNN called every pixel outside
    ``E`` lesion, so there is no background sample to fit GrabCut's background model on, and
-   OpenCV then returns the whole image); OpenCV raises (``fallback_grabcut_error``, defensive:
+   OpenCV 4 then returned the whole image on our synthetic slices); OpenCV raises (``fallback_grabcut_error``, defensive:
    no input of this module is known to trigger it); or the kept result is smaller than
    :data:`MIN_FG_FRACTION` of the estimated region's area (``fallback_too_small``: "very few
    foreground pixels"; a quarter of ``E`` is both semi-axes halved).
