@@ -59,6 +59,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser, dataset_default: int 
     parser.add_argument("--exclude-noisy", action="store_true",
                         help="skip rows DeepLesion flags Possibly_noisy = 1 (reason possibly_noisy in "
                              "conversion_report.csv, counted in the summary)")
+    add_pseudo_argument(parser)
     parser.add_argument("--strict", action="store_true",
                         help="stop with an error on the first bad row or file instead of skipping it")
     parser.add_argument("--scale-policy", choices=("lesion", "physical"), default="lesion",
@@ -72,6 +73,18 @@ def add_convert_arguments(parser: argparse.ArgumentParser, dataset_default: int 
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing conversion in the output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, summary or per-lesion log lines")
+
+
+def add_pseudo_argument(parser: argparse.ArgumentParser) -> None:
+    """``--pseudo NAME``: the pseudo-mask maker (:mod:`nnunet_ulseg.pseudo_masks.registry`), shared by both converters."""
+    from nnunet_ulseg.pseudo_masks.registry import DEFAULT_PSEUDO, PSEUDO_NAMES
+
+    parser.add_argument("--pseudo", choices=PSEUDO_NAMES, default=DEFAULT_PSEUDO,
+                        help="pseudo mask of each crop: ellipse (RECIST ellipse, default), grabcut (GrabCut-R, WSSS "
+                             "Sec. 3.1: trimap from the RECIST axes, GrabCut in the row's DICOM window, the ellipse "
+                             "when it collapses or explodes), or a WSSS Table 1 baseline (dilated_recist, "
+                             "grabcut_box, grabcut_i); recorded in dataset.json, each case's status in lesions.csv "
+                             "(pseudo_status)")
 
 
 def add_convert_parser(subparsers) -> argparse.ArgumentParser:
@@ -133,7 +146,7 @@ def run_convert(args: argparse.Namespace) -> int:
                                         strict=args.strict, scale_policy=args.scale_policy,
                                         min_crop=args.min_crop, overwrite=args.overwrite, progress=not args.quiet,
                                         crop_size=args.crop_size, context_mm=args.context_mm,
-                                        exclude_noisy=args.exclude_noisy)
+                                        exclude_noisy=args.exclude_noisy, pseudo=args.pseudo)
         except (ValueError, OSError) as e:  # ConversionError, bad input, existing output: user errors
             print(f"ulseg {COMMAND}: error: {e}", file=sys.stderr)
             return 2

@@ -4,7 +4,7 @@
 them) and writes an nnU-Net raw dataset folder::
 
     imagesTr/<case>_0000.mha (+ _0001.. context channels)   train + val lesions
-    labelsTr/<case>.mha                                      ellipse pseudo masks (0/1, uint8)
+    labelsTr/<case>.mha                                      pseudo masks (0/1, uint8; ``pseudo``, default ellipse)
     imagesTs/<case>_0000.mha                                 test lesions
     pseudolabelsTs/<case>.mha                                their ellipses (not ground truth)
     dataset.json  splits_final.json  lesions.csv  conversion_report.csv
@@ -22,7 +22,11 @@ Choices where the spec is silent:
   refused; every file is created new (never replaced, never written through a link);
   ``overwrite`` deletes only the files a run of this converter recorded in
   ``conversion_manifest.json``, and refuses a dataset another tool made.
-* Extra ``dataset.json`` keys: ``source``, ``scale_policy``, ``context``,
+* ``pseudo`` names the pseudo-mask maker (:mod:`nnunet_ulseg.pseudo_masks.registry`:
+  ``ellipse``, ``grabcut`` = GrabCut-R of WSSS Sec. 3.1, or a Table 1 baseline); it is
+  written to ``dataset.json`` (``pseudo``), each case's status to ``lesions.csv``
+  (``pseudo_status``), and the GrabCut-R fallbacks to the ellipse are counted in the summary.
+* Extra ``dataset.json`` keys: ``source``, ``pseudo``, ``scale_policy``, ``context``,
   ``context_mm``, ``exclude_noisy``, ``channel_slices``, ``min_crop``, ``crop_size_range``, ``nominal_spacing``,
   ``numTest``, ``pseudolabels_test``.
 * In strict mode all rows are validated before anything is written; a PNG problem found
@@ -40,7 +44,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
@@ -53,6 +57,7 @@ from nnunet_ulseg.nnunet_layout import DATASET_JSON, SPLITS_FILE
 from .context import channel_names, check_context_mm, slice_offsets
 from .dl_info import SPLIT_NAMES, LesionRecord, read_dl_info
 from .geometry import LESION_SIZE_RANGE, SCALE_POLICIES, CropBox, crop_box, crop_size_range, slice_to_crop
+from ..pseudo_masks.registry import DEFAULT_PSEUDO, check_pseudo
 from .output import OutputFolder, check_inputs_outside
 from .report import ConversionCounts, Issue, IssueLog, format_summary, write_report
 from .sidecar import LesionRow, write_sidecar
@@ -92,10 +97,18 @@ class ConversionResult(ConversionCounts):
     n_input_rows: int = 0
     context_fallbacks: int = 0
     seconds: float = 0.0
+    pseudo: str = DEFAULT_PSEUDO
+
+    @property
+    def pseudo_statuses(self) -> Counter:
+        """Converted cases per pseudo-mask status (``ok``, ``fallback_ellipse``, ...)."""
+        return Counter(r.pseudo_status for r in self.rows)
 
     def summary(self) -> str:
         notes = {"patients moved to a higher split": len(self.split_moves),
                  "lesions with replaced context slices": self.context_fallbacks}
+        notes.update({f"{self.pseudo} pseudo masks with status {s}": n
+                      for s, n in sorted(self.pseudo_statuses.items()) if s != "ok"})
         return (f"DeepLesion -> {self.out_dir} ({self.n_input_rows} DL_info rows, {self.seconds:.1f} s)\n"
                 + format_summary(self.converted, self.skipped, notes))
 
@@ -174,8 +187,8 @@ def _case_files(out_dir: Path, cases: Iterable[tuple[str, bool]], context: int) 
 
 def build_tasks(records: Iterable[LesionRecord], assigned: dict[int, int], images_dir: Path, out_dir: Path,
                 context: int = 0, scale_policy: str = "lesion", min_crop: float = 32,
-                size_range: tuple[int, int] = LESION_SIZE_RANGE, context_mm: float | None = None
-                ) -> tuple[list[SeriesTask], dict[str, LesionRow]]:
+                size_range: tuple[int, int] = LESION_SIZE_RANGE, context_mm: float | None = None,
+                pseudo: str = DEFAULT_PSEUDO) -> tuple[list[SeriesTask], dict[str, LesionRow]]:
     """Per-series work units for ``records`` and, per case, its ``lesions.csv`` row.
 
     Each job carries its own row's ``Image_size``, ``Slice_range`` and channel offsets
@@ -196,7 +209,8 @@ def build_tasks(records: Iterable[LesionRecord], assigned: dict[int, int], image
         split = assigned[r.patient]
         spacing = NOMINAL_SPACING if scale_policy == "lesion" else r.spacing[:2]
         job = LesionJob(case, r.dl_row, r.file_name, split == 3, box, crop_points, spacing, r.image_size,
-                        r.slice_range, slice_offsets(context, context_mm, r.spacing[2] if context_mm else None))
+                        r.slice_range, slice_offsets(context, context_mm, r.spacing[2] if context_mm else None),
+                        tuple(float(v) for v in r.window), pseudo)
         rows[case] = _sidecar_row(case, r, SPLIT_NAMES[split], box, crop_points)
         by_series[r.series_dir][r.key_slice].append((r, job))
     tasks = []
@@ -229,7 +243,8 @@ def _sidecar_row(case: str, record: LesionRecord, split: str, box: CropBox,
 
 def _write_dataset_json(out_dir: Path, dataset_name: str, dl_dir: Path, n_training: int, n_test: int,
                         context: int, scale_policy: str, min_crop: float, size_range: tuple[int, int],
-                        context_mm: float | None = None, exclude_noisy: bool = False) -> None:
+                        context_mm: float | None = None, exclude_noisy: bool = False,
+                        pseudo: str = DEFAULT_PSEUDO) -> None:
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
     names = channel_names(context, context_mm)
@@ -240,11 +255,12 @@ def _write_dataset_json(out_dir: Path, dataset_name: str, dl_dir: Path, n_traini
         num_training_cases=n_training,
         file_ending=".mha",
         dataset_name=dataset_name,
-        description="DeepLesion key-slice lesion crops with RECIST ellipse pseudo masks (nnunet_ulseg)",
+        description=f"DeepLesion key-slice lesion crops with RECIST {pseudo} pseudo masks (nnunet_ulseg)",
         reference="https://nihcc.app.box.com/v/DeepLesion",
         license="DeepLesion terms of use (NIH Clinical Center)",
         converted_by=CONVERTED_BY,
         source="DeepLesion",
+        pseudo=pseudo,
         recist_convention="edge",  # radiologists' caliper endpoints (sidecar.recist_convention)
         source_dir=str(dl_dir),
         scale_policy=scale_policy,
@@ -264,7 +280,8 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
                        num_processes: int | None = None, context: int = 0, strict: bool = False,
                        scale_policy: str = "lesion", min_crop: float = 32, overwrite: bool = False,
                        progress: bool = True, crop_size: int | Sequence[int] | None = None,
-                       context_mm: float | None = None, exclude_noisy: bool = False) -> ConversionResult:
+                       context_mm: float | None = None, exclude_noisy: bool = False,
+                       pseudo: str = DEFAULT_PSEUDO) -> ConversionResult:
     """Convert a DeepLesion folder into the nnU-Net raw dataset folder ``out_dir``.
 
     ``context`` K adds slices key-K..key+K as extra channels (key slice stays channel 0,
@@ -277,6 +294,7 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
     output side range 128..256 px: one int N gives every crop N x N px, a pair ``(lo, hi)``
     clamps the side to that range (see :func:`~.geometry.crop_size_range`); it is recorded as
     ``crop_size_range`` in ``dataset.json`` and per case as ``crop_size`` in ``lesions.csv``.
+    ``pseudo`` names the pseudo-mask maker (module docstring).
     Bad rows/files are skipped and reported
     (``conversion_report.csv``, log, summary); ``strict`` raises
     :class:`~.report.ConversionError` on the first one instead.  ``progress`` shows a
@@ -289,6 +307,7 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
     if context < 0:
         raise ValueError(f"context must be >= 0, got {context}")
     check_context_mm(context, context_mm)
+    check_pseudo(pseudo)
     if not min_crop > 0:
         raise ValueError(f"min_crop must be positive, got {min_crop}")
     size_range = crop_size_range(crop_size, scale_policy)
@@ -300,7 +319,7 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
     info = read_dl_info(dl_dir / "DL_info.csv", strict=strict, exclude_noisy=exclude_noisy)
     assigned, moves = resolve_patient_splits(info.patient_splits)
     tasks, planned = build_tasks(info.records, assigned, dl_dir / "Images_png", out, context, scale_policy, min_crop,
-                                  size_range, context_mm)
+                                  size_range, context_mm, pseudo)
 
     if overwrite:
         folder.clear()
@@ -324,7 +343,8 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
                 if res.note:
                     fallbacks += 1
                     logger.info("%s (DL_info line %d): %s", res.case_id, res.dl_row, res.note)
-                rows.append(dataclasses.replace(planned[res.case_id], context_slices=res.context_slices))
+                rows.append(dataclasses.replace(planned[res.case_id], context_slices=res.context_slices,
+                                                pseudo_status=res.pseudo_status))
             bar.update(len(batch))
 
     rows.sort(key=lambda r: r.dl_row)
@@ -341,11 +361,11 @@ def convert_deeplesion(deeplesion_dir: str | os.PathLike, out_dir: str | os.Path
         logger.warning("no validation cases: nnU-Net's fold 0 needs a non-empty 'val' list in splits_final.json")
     folder.write_new(DATASET_JSON, lambda tmp: _write_dataset_json(tmp, out.name, dl_dir, n_training, n_test,
                                                                    context, scale_policy, min_crop, size_range,
-                                                                   context_mm, exclude_noisy))
+                                                                   context_mm, exclude_noisy, pseudo))
     folder.finish(_case_files(out, ((r.case, r.split == "test") for r in rows), context))
 
     result = ConversionResult(out, rows, sorted(log.issues, key=lambda i: i.dl_row), moves, info.n_rows,
-                              fallbacks, time.perf_counter() - t0)
+                              fallbacks, time.perf_counter() - t0, pseudo)
     if progress:
         print(result.summary(), file=sys.stdout, flush=True)
     else:

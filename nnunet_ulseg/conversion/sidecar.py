@@ -8,7 +8,10 @@ the crop box (so a crop-geometry prediction can be pasted back into the key slic
 
 Choice where the spec is silent: an extra last column ``context_slices`` lists the slice
 index used for each channel (space-separated, channel order), which shows where a
-missing neighbour was replaced.  Floats are written with ``repr`` so reading them back
+missing neighbour was replaced.  The column after it, ``pseudo_status``, is the pseudo-mask
+maker's status for the case's label (:mod:`nnunet_ulseg.pseudo_masks.registry`: ``ok``, or
+``fallback_ellipse`` when GrabCut-R fell back to the ellipse); a sidecar written before the
+column existed still reads, as ``ok`` (its labels were ellipses).  Floats are written with ``repr`` so reading them back
 gives the exact values used for the crop.
 """
 from __future__ import annotations
@@ -55,6 +58,7 @@ class LesionRow:
     image_width: int
     image_height: int
     context_slices: tuple[int, ...]
+    pseudo_status: str = "ok"
 
     @property
     def box(self) -> CropBox:
@@ -73,6 +77,8 @@ class LesionRow:
 
 SIDECAR_COLUMNS = tuple(f.name for f in dataclasses.fields(LesionRow))
 _TYPES = {f.name: f.type for f in dataclasses.fields(LesionRow)}
+#: columns a sidecar may lack (added after the first release); a missing one reads as the field's default
+OPTIONAL_COLUMNS = frozenset(f.name for f in dataclasses.fields(LesionRow) if f.default is not dataclasses.MISSING)
 
 
 def _fmt(value) -> str:
@@ -112,13 +118,18 @@ def write_sidecar(path: str | Path, rows: Iterable[LesionRow]) -> None:
 
 
 def read_sidecar(path: str | Path) -> list[LesionRow]:
-    """Read ``lesions.csv`` back into :class:`LesionRow` objects (exact floats)."""
+    """Read ``lesions.csv`` back into :class:`LesionRow` objects (exact floats).
+
+    :data:`OPTIONAL_COLUMNS` may be missing (older sidecars): they take the field's default.
+    """
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = set(SIDECAR_COLUMNS) - set(reader.fieldnames or ())
+        present = set(reader.fieldnames or ())
+        missing = set(SIDECAR_COLUMNS) - present - OPTIONAL_COLUMNS
         if missing:
             raise ValueError(f"{path}: not a lesions.csv sidecar, missing columns {sorted(missing)}")
-        return [LesionRow(**{c: _parse(c, r[c]) for c in SIDECAR_COLUMNS}) for r in reader]
+        columns = [c for c in SIDECAR_COLUMNS if c in present]
+        return [LesionRow(**{c: _parse(c, r[c]) for c in columns}) for r in reader]
 
 
 #: how the RECIST marks of a dataset relate to a mask's axes (:func:`nnunet_ulseg.recist.mask_axes`):

@@ -51,12 +51,14 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from nnunet_ulseg.labels import LABELS
 
+from ..pseudo_masks.registry import DEFAULT_PSEUDO, check_pseudo
 from .context import channel_names, channel_offsets
 from .deeplesion import NOMINAL_SPACING, default_num_processes, task_results
 from .dl_info import SPLIT_NAMES
@@ -92,6 +94,7 @@ class Uls23Result(ConversionCounts):
     n_vois: int = 0
     per_voi_split: int = 0
     seconds: float = 0.0
+    pseudo: str = DEFAULT_PSEUDO
 
     @property
     def partial(self) -> list[VolumeInfo]:
@@ -101,6 +104,8 @@ class Uls23Result(ConversionCounts):
     def summary(self) -> str:
         notes = {"partially annotated VOIs (converted)": len(self.partial),
                  "VOIs split per VOI (no patient in the name)": self.per_voi_split}
+        statuses = Counter(r.pseudo_status for r in self.rows)
+        notes.update({f"{self.pseudo} pseudo masks with status {s}": n for s, n in sorted(statuses.items()) if s != "ok"})
         return (f"ULS23 -> {self.out_dir} ({self.n_vois} VOIs, {self.seconds:.1f} s)\n"
                 + format_summary(self.converted, self.skipped, notes))
 
@@ -199,7 +204,7 @@ def read_volumes(path: str | os.PathLike) -> list[VolumeInfo]:
 
 def _write_dataset_json(out: Path, dataset_name: str, images: Path, labels: Path, n_training: int, n_test: int,
                         context: int, scale_policy: str, min_crop: float, size_range: tuple[int, int],
-                        n_partial: int) -> None:
+                        n_partial: int, pseudo: str = DEFAULT_PSEUDO) -> None:
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
     names = channel_names(context)
@@ -210,8 +215,9 @@ def _write_dataset_json(out: Path, dataset_name: str, images: Path, labels: Path
         num_training_cases=n_training,
         file_ending=".mha",
         dataset_name=dataset_name,
-        description="ULS23 VOIs: key-slice lesion crops with ellipse pseudo masks from RECIST axes derived "
+        description=f"ULS23 VOIs: key-slice lesion crops with {pseudo} pseudo masks from RECIST axes derived "
                     "from the labels (nnunet_ulseg)",
+        pseudo=pseudo,
         reference="https://uls23.grand-challenge.org/",
         license="the ULS23 data terms (uls23.grand-challenge.org and the Zenodo records of each part)",
         converted_by=CONVERTED_BY,
@@ -271,13 +277,15 @@ def convert_uls23(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, 
                   num_processes: int | None = None, context: int = 0, strict: bool = False,
                   scale_policy: str = "lesion", min_crop: float = 32, overwrite: bool = False, progress: bool = True,
                   crop_size: int | Sequence[int] | None = None, val_fraction: float = 0.1,
-                  test_fraction: float = 0.2, seed: int = 0) -> Uls23Result:
+                  test_fraction: float = 0.2, seed: int = 0, pseudo: str = DEFAULT_PSEUDO) -> Uls23Result:
     """Convert a ULS23 images + labels folder into the nnU-Net raw dataset folder ``out_dir``.
 
     Options as :func:`~.deeplesion.convert_deeplesion` (``context``, ``scale_policy``,
     ``min_crop``, ``crop_size``, ``num_processes``, ``strict``, ``overwrite``,
     ``progress``), plus the patient-level split (``val_fraction``, ``test_fraction``,
-    ``seed``; see :mod:`.uls23_splits`).  Bad VOIs are skipped and reported; see the
+    ``seed``; see :mod:`.uls23_splits`) and ``pseudo``, the pseudo-mask maker
+    (:mod:`nnunet_ulseg.pseudo_masks.registry`; recorded in dataset.json, each VOI's status in
+    ``lesions.csv``).  Bad VOIs are skipped and reported; see the
     module docstring for everything written.
     """
     t0 = time.perf_counter()
@@ -285,6 +293,7 @@ def convert_uls23(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, 
         raise ValueError(f"scale_policy must be one of {SCALE_POLICIES}, got {scale_policy!r}")
     if context < 0:
         raise ValueError(f"context must be >= 0, got {context}")
+    check_pseudo(pseudo)
     if not min_crop > 0:
         raise ValueError(f"min_crop must be positive, got {min_crop}")
     size_range = crop_size_range(crop_size, scale_policy)
@@ -297,7 +306,7 @@ def convert_uls23(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, 
 
     log = IssueLog(strict)
     opts = dict(context=context, scale_policy=scale_policy, min_crop=float(min_crop), size_range=size_range,
-                nominal_spacing=NOMINAL_SPACING)
+                nominal_spacing=NOMINAL_SPACING, pseudo=pseudo)
     tasks, results, per_voi = _plan(pairs, dupes, images, labels, out, log, opts, val_fraction, test_fraction, seed)
 
     if overwrite:
@@ -330,10 +339,11 @@ def convert_uls23(images_dir: str | os.PathLike, labels_dir: str | os.PathLike, 
     n_test = sum(r.split == "test" for r in rows)
     if not splits[0]["val"]:
         logger.warning("no validation cases: nnU-Net's fold 0 needs a non-empty 'val' list in splits_final.json")
-    result = Uls23Result(out, rows, [r.issue for r in results if r.issue is not None], volumes, len(pairs), per_voi)
+    result = Uls23Result(out, rows, [r.issue for r in results if r.issue is not None], volumes, len(pairs), per_voi,
+                         pseudo=pseudo)
     folder.write_new("dataset.json", lambda tmp: _write_dataset_json(
         tmp, out.name, images, labels, len(rows) - n_test, n_test, context, scale_policy, min_crop, size_range,
-        len(result.partial)))
+        len(result.partial), pseudo))
     folder.finish(_case_files(out, ((r.case, r.File_name, r.split == "test") for r in rows), context))
     result.seconds = time.perf_counter() - t0
     if progress:

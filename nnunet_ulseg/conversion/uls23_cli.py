@@ -32,6 +32,8 @@ DATASET_NAME = "ULS23"
 
 def add_uls23_arguments(parser: argparse.ArgumentParser) -> None:
     """The converter's options (shared by the ``ulseg`` sub-command and the dataset_conversion script)."""
+    from .cli import add_pseudo_argument
+
     add_input_folder(parser, dest="images", aliases=("--images",), metavar="IMAGES_DIR",
                      help="folder of the VOI images, e.g. .../ULS23_DeepLesion3D/images (read only)")
     parser.add_argument("-l", "--labels", dest="labels", required=True, metavar="LABELS_DIR",
@@ -58,6 +60,7 @@ def add_uls23_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
                         help="share of patients in the test split (imagesTs, referencesTs; default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
+    add_pseudo_argument(parser)
     parser.add_argument("--strict", action="store_true",
                         help="stop with an error on the first bad VOI instead of skipping it")
     parser.add_argument("--overwrite", action="store_true",
@@ -101,7 +104,7 @@ def run_uls23(args: argparse.Namespace) -> int:
                                    context=args.context, strict=args.strict, scale_policy=args.scale_policy,
                                    min_crop=args.min_crop, overwrite=args.overwrite, progress=not args.quiet,
                                    crop_size=args.crop_size, val_fraction=args.val_fraction,
-                                   test_fraction=args.test_fraction, seed=args.seed)
+                                   test_fraction=args.test_fraction, seed=args.seed, pseudo=args.pseudo)
         except (ValueError, OSError) as e:  # ConversionError, bad input, existing output: user errors
             print(f"ulseg {COMMAND}: error: {e}", file=sys.stderr)
             return 2

@@ -5,8 +5,9 @@ the key slice, derives the RECIST mark from the label, and then writes exactly w
 DeepLesion worker writes for a lesion: the crop box of :func:`~.geometry.crop_box`
 around the mark, each channel (key slice, then context slices, :mod:`.context`) cropped
 from the VOI's HU values with :func:`~.geometry.crop_hu_slice` (-1024 HU outside the
-VOI), and the ellipse pseudo mask rasterised directly in crop geometry from the mark
-mapped to crop pixels (AHRNet Sec. 2.2).  Test VOIs also get their 3D reference: the
+VOI), and the pseudo mask made directly in crop geometry from the mark mapped to crop
+pixels by the task's maker (:mod:`nnunet_ulseg.pseudo_masks.registry`: the ellipse of AHRNet
+Sec. 2.2 by default, or GrabCut-R etc. on the key-slice crop, in the window of the file name).  Test VOIs also get their 3D reference: the
 label squeezed to uint8 with the label's header, in ``referencesTs/<File_name>``.
 
 Context slices outside the VOI are replaced by the nearest slice toward the key (the
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..recist import Recist, ellipse_mask
+from ..pseudo_masks.registry import DEFAULT_PSEUDO, make_pseudo_mask
 from .context import channel_offsets, resolve_slice
 from .dl_info import SPLIT_NAMES
 from .geometry import crop_box, crop_hu_slice, slice_to_crop
@@ -62,6 +63,7 @@ class VoiTask:
     min_crop: float
     size_range: tuple[int, int]
     nominal_spacing: tuple[float, float] | None  # written spacing for scale policy lesion
+    pseudo: str = DEFAULT_PSEUDO  # pseudo-mask maker (--pseudo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,12 +153,16 @@ def convert_voi(task: VoiTask) -> VoiResult:
         test = task.split == 3
         image_paths, label_path = output_paths(task.out_dir, task.case_id, len(used), test)
         # files are created new (never replaced, no link followed: .output); only those are removed on failure
+        key_crop = None
         for z, path in zip(used, image_paths):
             written.append(create_new_file(path))
-            write_mha(path, crop_hu_slice(voi.image[z], box), spacing2)
+            crop = crop_hu_slice(voi.image[z], box)
+            key_crop = crop if key_crop is None else key_crop  # channel 0 is the key slice
+            write_mha(path, crop, spacing2)
+        label, pseudo_status = make_pseudo_mask(task.pseudo, crop_points, key_crop, (box.size, box.size),
+                                                task.name.window)
         written.append(create_new_file(label_path))
-        write_mha(label_path, ellipse_mask(Recist.from_points(crop_points), (box.size, box.size)).view(np.uint8),
-                  spacing2)
+        write_mha(label_path, label, spacing2)
         if test:
             ref = reference_path(task.out_dir, task.name.file_name)
             written.append(create_new_file(ref))
@@ -169,7 +175,7 @@ def convert_voi(task: VoiTask) -> VoiResult:
             spacing_x=sx, spacing_y=sy, spacing_z=sz, recist_slice=points, recist_crop=crop_points,
             long_mm=long_mm, short_mm=short_mm, lesion_type=task.name.lesion_type, possibly_noisy=None,
             window_min=task.name.window[0], window_max=task.name.window[1],
-            image_width=nx, image_height=ny, context_slices=used,
+            image_width=nx, image_height=ny, context_slices=used, pseudo_status=pseudo_status,
         )
         missing = [f"{key.z + o}->{z}" for o, z in zip(channel_offsets(task.context), used) if z != key.z + o]
         note = f"context slices outside the VOI, replaced toward the key: {', '.join(missing)}" if missing else ""

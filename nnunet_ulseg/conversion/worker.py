@@ -2,9 +2,11 @@
 
 Lesions are grouped by series folder, then by key slice, so each PNG (key slice and
 context neighbours shared by nearby key slices) is decoded once per work unit.  For
-every lesion the worker crops/pads/scales each channel in one ``warpAffine``, rasterises
-the ellipse pseudo mask directly in crop geometry from the RECIST mapped to crop
-coordinates (AHRNet Sec. 2.2; never a resampled mask), and writes the ``.mha`` files.
+every lesion the worker crops/pads/scales each channel in one ``warpAffine``, makes the
+pseudo mask directly in crop geometry from the RECIST mapped to crop coordinates (never a
+resampled mask) with the job's maker (:mod:`nnunet_ulseg.pseudo_masks.registry`: the
+ellipse of AHRNet Sec. 2.2 by default, GrabCut-R of WSSS Sec. 3.1 on the key-slice crop it
+has just cut, in the row's DICOM window, ...), and writes the ``.mha`` files.
 Workers return small :class:`LesionResult` records; all bookkeeping (sidecar, report,
 splits, dataset.json) stays in the parent.
 
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..recist import Recist, ellipse_mask
+from ..pseudo_masks.registry import DEFAULT_PSEUDO, make_pseudo_mask
 from .context import in_range, resolve_slice
 from .dl_info import slice_png_name
 from .geometry import CropBox, crop_png_to_hu
@@ -42,6 +44,8 @@ class LesionJob:
     claims: each row is checked against the PNG's header on its own (issue 12 case 4),
     not the first row of its slice.  ``offsets`` are the slice index offsets of its
     channels (:func:`~.context.slice_offsets`: ``--context`` / ``--context-mm``).
+    ``window`` is the row's ``DICOM_windows`` (min, max HU) and ``pseudo`` the pseudo-mask
+    maker's name (``--pseudo``).
     """
 
     case_id: str
@@ -54,6 +58,8 @@ class LesionJob:
     image_size: tuple[int, int]
     slice_range: tuple[int, int] | None
     offsets: tuple[int, ...] = (0,)
+    window: tuple[float, float] = (-175.0, 275.0)
+    pseudo: str = DEFAULT_PSEUDO
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +110,15 @@ class SeriesTask:
 
 @dataclass(frozen=True, slots=True)
 class LesionResult:
-    """Outcome for one lesion: ``issue`` is None on success; ``note`` explains context fallbacks."""
+    """Outcome for one lesion: ``issue`` is None on success; ``note`` explains context fallbacks;
+    ``pseudo_status`` is the pseudo-mask maker's status."""
 
     case_id: str
     dl_row: int
     context_slices: tuple[int, ...] = ()
     issue: Issue | None = None
     note: str = ""
+    pseudo_status: str = "ok"
 
 
 def output_paths(out_dir: str, case_id: str, n_channels: int, test: bool) -> tuple[list[str], str]:
@@ -211,13 +219,17 @@ def convert_series(task: SeriesTask) -> list[LesionResult]:
             image_paths, label_path = output_paths(task.out_dir, job.case_id, len(images), job.test)
             created: list[str] = []  # files are created new (never replaced, no link followed: .output)
             try:
+                key_crop = None
                 for img, path in zip(images, image_paths):
                     created.append(create_new_file(path))
-                    write_mha(path, crop_png_to_hu(img, job.box), job.spacing)
-                label = ellipse_mask(Recist.from_points(job.recist_crop), (job.box.size, job.box.size))
+                    crop = crop_png_to_hu(img, job.box)
+                    key_crop = crop if key_crop is None else key_crop  # channel 0 is the key slice
+                    write_mha(path, crop, job.spacing)
+                label, status = make_pseudo_mask(job.pseudo, job.recist_crop, key_crop, (job.box.size, job.box.size),
+                                                 job.window)
                 created.append(create_new_file(label_path))
-                write_mha(label_path, label.view(np.uint8), job.spacing)
-                results.append(LesionResult(job.case_id, job.dl_row, used, note=note))
+                write_mha(label_path, label, job.spacing)
+                results.append(LesionResult(job.case_id, job.dl_row, used, note=note, pseudo_status=status))
             except Exception as e:  # noqa: BLE001 - reported per lesion, never fatal
                 for path in created:  # no half-written case may stay behind; only its own files are removed
                     if os.path.exists(path):

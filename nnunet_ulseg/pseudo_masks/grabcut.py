@@ -125,3 +125,30 @@ def grabcut_refine(mask: np.ndarray, image_hu: np.ndarray, recist: Recist, windo
     if max(long_err, short_err) > tolerance:
         return GrabCutResult(mask, False, long_err, short_err)
     return GrabCutResult(refined, True, long_err, short_err)
+
+
+def run_grabcut(grey: np.ndarray, labels: np.ndarray, rect: tuple[slice, slice] | None = None) -> np.ndarray | None:
+    """OpenCV GrabCut from the trimap ``labels`` (GC_* values) on the uint8 ``grey`` image; bool foreground.
+
+    Shared by CNN-GC's pieces and the RECIST trimap makers (:mod:`.grabcut_r`, :mod:`.table1`):
+    ``rect`` (``(rows, cols)`` slices) restricts GrabCut to a window of the image, the
+    paper's ROI (WSSS Sec. 3.1: "a [2w, 2h] ROI is cropped from the RECIST-slice");
+    pixels outside it are background.  :data:`ITERATIONS` iterations, OpenCV's RNG
+    seeded so the same input gives the same mask.  ``None`` when OpenCV refuses the
+    trimap (no foreground or no background sample).
+    """
+    grey = np.asarray(grey, np.uint8)
+    out = np.zeros(labels.shape, bool)
+    rows, cols = rect if rect is not None else (slice(None), slice(None))
+    window = np.ascontiguousarray(labels[rows, cols], dtype=np.uint8)
+    if window.size == 0:
+        return None
+    image = np.ascontiguousarray(grey[rows, cols])
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(cv2.merge([image, image, image]), window, None, np.zeros((1, 65)), np.zeros((1, 65)),
+                    ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return None
+    out[rows, cols] = (window == cv2.GC_FGD) | (window == cv2.GC_PR_FGD)
+    return out
