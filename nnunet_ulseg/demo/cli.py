@@ -20,8 +20,9 @@ def add_make_sample_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "make-sample",
         help="write a small synthetic corpus in DeepLesion's format, with true masks",
-        description="Write a synthetic DeepLesion-format corpus (DL_info.csv, Images_png/) with true "
-        "lesion masks (Masks_png/, masks.csv) into an empty or new folder.",
+        description="Write a synthetic DeepLesion-format corpus (DL_info.csv, Images_png/) with true 3D "
+        "lesion masks (Masks_png/: an instance map per slice; masks.csv: key slices; masks3d.csv: every "
+        "slice each lesion reaches) into an empty or new folder.",
     )
     add_output_folder(p, help="output folder (must be new or empty)")
     p.add_argument("--lesions", type=int, default=40, metavar="N", help="number of lesions (default: 40)")

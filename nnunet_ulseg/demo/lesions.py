@@ -11,10 +11,20 @@ here is the union of 1-3 star-shaped blobs (:mod:`.shapes`) drawn from five fami
 * ``notched``: one blob with 1-2 inward dents (bean-shaped nodes, scalloped bone lesions);
 * ``smooth``: near-elliptic (cysts), kept because real cysts are like that.
 
-Each blob is an ellipsoid along z (half height ``hz`` mm, its own z offset), so on
-neighbouring slices the cross-section shrinks as ``sqrt(1 - (dz / hz)^2)``, drifts a
-little (lesions are not perfectly axial) and twists; the key slice is the one nearest
-the centre, i.e. (near) the largest cross-section, as a radiologist would choose.
+Along z (mm, so thin and thick slices sample the same lesion): each blob has a half
+height ``hz`` and its own z offset, which fix where it starts and ends and how large it
+is on the key slice (its ellipsoid section there, ``sqrt(1 - (c / hz)^2)`` for a blob
+centred ``c`` mm from the key slice).  Away from the key slice every blob shrinks from
+its key-slice section towards its own two ends, as a half ellipse on each side
+(:func:`lesion_level`), and the whole section drifts a little (lesions are not
+perfectly axial) and twists, rigidly.  So each off-key section is a rigidly moved
+subset of the key section, the lobes of a ``multi`` lesion end at different levels
+(the shape changes with z, not only the size), and the key slice is the largest
+section: where a radiologist measures RECIST ("the axial slice where the lesion has the
+longest spatial extent", WSSS Sec. 1; its maximal cross-section, Sec. 3.3).  Blobs
+whose ellipsoid misses the key slice are not part of the lesion.  Pixelation could
+still make a slightly smaller, moved section a few pixels larger, which
+:func:`fit_sections` undoes.
 
 Appearance: base HU (absolute, or relative to the host organ for liver and solid
 kidney lesions, whose contrast depends on the enhancement phase), smooth internal
@@ -198,27 +208,68 @@ def _appearance(rng: np.random.Generator, t: int, family: str, long_mm: float):
     return hu, rel, core, rim
 
 
-def lesion_level(lesion: Lesion, box: tuple[slice, slice], dz_mm: float) -> np.ndarray | None:
+def blob_ends_mm(lesion: Lesion, blob: Blob) -> tuple[float, float] | None:
+    """``(below, above)``: how far (mm) ``blob`` reaches on each side of its lesion's key slice.
+
+    The blob's ellipsoid is centred ``c = z_mm + dz_mm`` from the key slice with half height
+    ``hz_mm``, so it spans ``(c - hz, c + hz)``; returns ``(hz - c, hz + c)``, both positive,
+    or ``None`` when the ellipsoid misses the key slice (such a blob is not drawn).
+    """
+    c = lesion.z_mm + blob.dz_mm
+    if abs(c) >= blob.hz_mm:
+        return None
+    return blob.hz_mm - c, blob.hz_mm + c
+
+
+def z_extent_mm(lesion: Lesion) -> tuple[float, float]:
+    """``(below, above)``: how far (mm) the lesion reaches on each side of its key slice (open ends).
+
+    The slice ``dz`` mm from the key slice shows the lesion iff ``-below < dz < above``
+    (before the largest-component rule, which can only remove pixels).
+    """
+    ends = [e for e in (blob_ends_mm(lesion, b) for b in lesion.blobs) if e is not None]
+    return max(e[0] for e in ends), max(e[1] for e in ends)
+
+
+def lesion_level(lesion: Lesion, box: tuple[slice, slice], dz_mm: float, shrink: float = 1.0) -> np.ndarray | None:
     """Level (inside ``< 1``) of the lesion's cross-section ``dz_mm`` from its key slice.
 
-    Union of blobs = minimum of their levels.  Each blob's level is divided by its
-    ellipsoid factor ``sqrt(1 - (d / hz)^2)``; the whole section drifts by ``drift``
-    px per mm and twists by ``twist`` rad per mm.  ``None`` if no blob reaches the slice.
+    Union of blobs = minimum of their levels.  A blob's level is divided by its radius
+    factor ``sqrt(1 - (c / hz)^2) * sqrt(1 - (dz_mm / end)^2) * shrink``: the first term
+    is its ellipsoid section on the key slice (``c`` its centre's z offset from the key
+    slice), the second shrinks it from there to zero at its own end on that side
+    (``end`` from :func:`blob_ends_mm`): a half ellipse, flat at the key slice, so the
+    size varies smoothly with z and is largest on the key slice.  The section then
+    moves rigidly: the lesion centre drifts by ``drift`` px per mm and the blob layout
+    turns by ``twist`` rad per mm about it.  At ``dz_mm = 0`` this is exactly the
+    lesion's key section (both extra factors are 1).  ``shrink`` (<= 1) scales every
+    blob down further (the long-axis cap of :func:`paint_lesion`).  ``None`` if no blob
+    reaches the slice.
     """
     d_lesion = dz_mm - lesion.z_mm
     out = None
     cx = lesion.cx + lesion.drift[0] * d_lesion
     cy = lesion.cy + lesion.drift[1] * d_lesion
     spin = lesion.twist * d_lesion
+    turn = lesion.twist * dz_mm  # rotation of the blob layout relative to the key section
+    cos_t, sin_t = math.cos(turn), math.sin(turn)
     r = lesion.radius_px
     for b in lesion.blobs:
-        d = d_lesion - b.dz_mm
-        f = 1.0 - (d / b.hz_mm) ** 2
-        if f <= 0.0:
+        d_key = (0.0 - lesion.z_mm) - b.dz_mm
+        f = 1.0 - (d_key / b.hz_mm) ** 2
+        ends = blob_ends_mm(lesion, b)
+        if f <= 0.0 or ends is None:
             continue
+        end = ends[1] if dz_mm > 0 else ends[0]
+        t = 1.0 - (dz_mm / end) ** 2
+        if t <= 0.0:
+            continue
+        factor = math.sqrt(f) * math.sqrt(t) * shrink
+        ox = b.dx * cos_t - b.dy * sin_t
+        oy = b.dx * sin_t + b.dy * cos_t
         rad = r * b.scale
-        g, _ = star_level(box, cx + r * b.dx, cy + r * b.dy, rad, rad * b.aspect, b.profile, b.rotation + spin)
-        g = g / np.float32(math.sqrt(f))
+        g, _ = star_level(box, cx + r * ox, cy + r * oy, rad, rad * b.aspect, b.profile, b.rotation + spin)
+        g = g / np.float32(factor)
         out = g if out is None else np.minimum(out, g)
     return out
 
@@ -290,25 +341,86 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == 1 + int(np.argmax(sizes))
 
 
-def paint_lesion(hu: np.ndarray, lesion: Lesion, dz_mm: float, slice_key: int) -> tuple[tuple[slice, slice], np.ndarray] | None:
-    """Draw the lesion's section ``dz_mm`` from its key slice into ``hu`` (in place).
+def section_mask(lesion: Lesion, shape: tuple[int, int], dz_mm: float, shrink: float = 1.0,
+                 ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray] | None:
+    """``(box, level, hard)`` of the lesion's section ``dz_mm`` from its key slice in a ``shape`` slice.
 
-    Returns ``(box, hard_mask)``, the true mask being the largest connected part of
-    ``level < 1`` (:func:`largest_component`), or ``None`` when the
-    lesion does not reach this slice.  The image gets the lesion HU (base + smooth
-    texture + necrotic core + rim) blended by the hard mask blurred with ``pv_sigma``:
-    a partial-volume boundary, so the visible edge is soft but centred on the true one.
-    ``slice_key`` seeds the texture, so a lesion's texture is deterministic per slice.
+    ``hard`` is the largest connected part of ``level < 1`` (:func:`largest_component`);
+    ``shrink`` as in :func:`lesion_level`.  ``None`` when the lesion does not reach this
+    slice (or is off the image).
     """
-    box = lesion_box(lesion, hu.shape)
+    box = lesion_box(lesion, shape)
     if box is None:
         return None
-    g = lesion_level(lesion, box, dz_mm)
+    g = lesion_level(lesion, box, dz_mm, shrink)
     if g is None:
         return None
     hard = largest_component(g < 1.0)
     if not hard.any():
         return None
+    return box, g, hard
+
+
+#: Step (relative radius) and most steps of the pixelation correction of :func:`fit_sections`.
+FIT_STEP, FIT_STEPS = 0.99, 60
+
+
+def fit_sections(lesion: Lesion, shape: tuple[int, int], offsets_mm: list[float]) -> dict[float, float | None]:
+    """The ``shrink`` of each section ``offsets_mm`` (mm from the key slice; ``None``: not on that slice).
+
+    The true sections already shrink from the key slice outwards (each is a rigidly
+    moved subset of the one nearer the key slice, :func:`lesion_level`), but a slightly
+    smaller section rasterised at another sub-pixel position can come out a few pixels
+    larger, and on 1 mm slices consecutive sections differ by less than that.  So,
+    walking outwards from the key slice on each side, a section is scaled down in 1 %
+    steps until its pixel area is at most that of the section nearer the key slice and
+    its measured long axis (:func:`nnunet_ulseg.recist.mask_axes`, the measurement RECIST
+    marks come from) at most the key slice's; once a section is empty the lesion has
+    ended on that side.  Hence on disk, too, the key slice has the longest axis (where a
+    radiologist measures, WSSS Sec. 1, 3.3) and area and long axis never grow away from
+    it.  The key slice itself is never changed (``shrink`` 1 at offset 0).
+    """
+    from nnunet_ulseg.recist import mask_axes
+
+    key = section_mask(lesion, shape, 0.0)
+    out: dict[float, float | None] = {0.0: 1.0 if key is not None else None}
+    if key is None:
+        return {**{o: None for o in offsets_mm}, **out}
+    key_long = mask_axes(key[2]).long_px
+    for side in (-1, 1):
+        area, shrink = int(key[2].sum()), 1.0
+        for dz in sorted((o for o in offsets_mm if o * side > 0), key=abs):
+            section = None if shrink is None else section_mask(lesion, shape, dz, shrink)
+            for _ in range(FIT_STEPS):
+                if section is None or (section[2].sum() <= area and mask_axes(section[2]).long_px <= key_long):
+                    break
+                shrink *= FIT_STEP
+                section = section_mask(lesion, shape, dz, shrink)
+            else:
+                section = None  # could not be brought below its inner neighbour: end the lesion here
+            if section is None:
+                shrink = None
+            else:
+                area = int(section[2].sum())
+            out[dz] = shrink
+    return out
+
+
+def paint_lesion(hu: np.ndarray, lesion: Lesion, dz_mm: float, slice_key: int, shrink: float = 1.0,
+                 ) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """Draw the lesion's section ``dz_mm`` from its key slice into ``hu`` (in place).
+
+    Returns ``(box, hard_mask)``, the true mask being the largest connected part of
+    ``level < 1`` (:func:`section_mask`; ``shrink`` from :func:`fit_sections`), or ``None``
+    when the lesion does not reach this slice.  The image gets the lesion HU (base + smooth
+    texture + necrotic core + rim) blended by the hard mask blurred with ``pv_sigma``:
+    a partial-volume boundary, so the visible edge is soft but centred on the true one.
+    ``slice_key`` seeds the texture, so a lesion's texture is deterministic per slice.
+    """
+    section = section_mask(lesion, hu.shape, dz_mm, shrink)
+    if section is None:
+        return None
+    box, g, hard = section
     rng = np.random.default_rng([lesion.seed, slice_key & 0x7FFFFFFF])
     tex = blur(rng.standard_normal(g.shape, dtype=np.float32), lesion.texture_px)
     tex *= np.float32(lesion.texture_hu / max(1e-6, float(tex.std())))
