@@ -179,6 +179,18 @@ def test_level_set_acts_inside_the_ignore_band(make_loss):
     assert loss_fn(changed, target, image).item() != pytest.approx(loss_fn(logits, target, image).item(), rel=1e-4)
 
 
+def test_rls_labelled_ablation_gives_the_ignore_band_no_gradient():
+    """The pre-fix behaviour, kept as an ablation: I' minus the ignore band, so the band gets no RLS gradient
+    while the rest of I' still does."""
+    logits, target, image = lesion_batch()
+    band = (target == 2)[:, 0]
+    lg = logits.clone().requires_grad_()
+    RegionalLevelSetLoss(region="rls_labelled")(lg, target, image).backward()
+    assert (lg.grad[:, 1][band] == 0).all() and lg.grad[:, 1][~band].abs().sum() > 0
+    with pytest.raises(ValueError, match="region must be one of"):
+        RegionalLevelSetLoss(region="nope")
+
+
 def test_compound_loss_masks_ignore_in_bce_and_iou_only():
     logits, target, image = lesion_batch()
     band = (target == 2)[:, 0]

@@ -28,12 +28,13 @@ BASE_NAMES = [
     "nnUNetTrainerHRNetW18", "nnUNetTrainerAHRNetW18", "nnUNetTrainerAHRNetW18RLS", "nnUNetTrainerAHRNetW18DE",
     "nnUNetTrainerAHRNetW18DEDA", "nnUNetTrainerAHRNetW18LS", "nnUNetTrainerAHRNetW18RLSAdam",
     "nnUNetTrainerAHRNetW18RLSPlateau", "nnUNetTrainerAHRNetW18S2", "nnUNetTrainerAHRNetW18S2RLS",
-    "nnUNetTrainerRLSUnnormalized",
+    "nnUNetTrainerRLSUnnormalized", "nnUNetTrainerDiceCERLSNoIgnore",
 ]
 SHORT_NAMES = [
     "nnUNetTrainerBCEIoU_1epochs", "nnUNetTrainerBCEIoU_10epochs", "nnUNetTrainerRLS_1epochs",
     "nnUNetTrainerRLS_10epochs", "nnUNetTrainerLS_1epochs", "nnUNetTrainerLS_10epochs",
     "nnUNetTrainerDiceCERLS_1epochs", "nnUNetTrainerDiceCERLS_10epochs", "nnUNetTrainerRLSPlateau_10epochs",
+    "nnUNetTrainerDiceCERLSNoIgnore_10epochs",
     "nnUNetTrainerHRNet_1epochs", "nnUNetTrainerHRNet_10epochs", "nnUNetTrainerHRNetRLS_10epochs",
     "nnUNetTrainerHRNetDE_10epochs", "nnUNetTrainerHRNetDEDA_10epochs", "nnUNetTrainerAHRNet_10epochs",
     "nnUNetTrainerAHRNetRLS_1epochs", "nnUNetTrainerAHRNetRLS_10epochs", "nnUNetTrainerAHRNetLS_10epochs",
@@ -117,7 +118,7 @@ def _expected(name: str) -> dict:
     rest = stem[network.end():]
     exp = {"short_num_epochs": epochs, "seg_loss": "dice_ce" if rest.startswith("DiceCE") else "bce_iou",
            "use_rls": "RLS" in rest or rest.endswith("LS"), "rls_region": "image" if re.search(r"(^|[^R])LS", rest)
-           else "rls", "rls_start": "plateau" if rest.endswith("Plateau") else "fraction",
+           else "rls_labelled" if rest.endswith("NoIgnore") else "rls", "rls_start": "plateau" if rest.endswith("Plateau") else "fraction",
            "optimizer_recipe": "ahrnet" if rest.endswith("Adam") else "nnunet"}
     if network.group(1):
         if rest.startswith("DE"):  # ablation rows 2 and 3: DE, DE + DA

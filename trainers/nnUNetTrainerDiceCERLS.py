@@ -28,3 +28,17 @@ class nnUNetTrainerDiceCERLS_1epochs(nnUNetTrainerDiceCERLS):
 
 class nnUNetTrainerDiceCERLS_10epochs(nnUNetTrainerDiceCERLS):
     short_num_epochs = 10
+
+
+class nnUNetTrainerDiceCERLSNoIgnore(nnUNetTrainerDiceCERLS):
+    """Ablation of issue 10's fix: RLS summed over I' without its ignore-label pixels (``rls_labelled``).
+
+    This was the behaviour before the fix; in rounds >= 2 it leaves the boundary band (the ignore
+    label) without any gradient. Kept only to measure the fix (before/after rows in bench_weak).
+    """
+
+    rls_region = "rls_labelled"
+
+
+class nnUNetTrainerDiceCERLSNoIgnore_10epochs(nnUNetTrainerDiceCERLSNoIgnore):
+    short_num_epochs = 10

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnunet_ulseg.losses._common import check_logits_target, foreground_log_probs, fp32_region, spatial_axes
-from nnunet_ulseg.losses.region import build_region
+from nnunet_ulseg.losses.region import REGIONS, build_region
 
 
 def intensity_at(image: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
@@ -104,8 +104,8 @@ class RegionalLevelSetLoss(nn.Module):
         batch mean of the per-sample losses. See the module docstring for every choice.
         """
         super().__init__()
-        if region not in ("rls", "image"):
-            raise ValueError(f"region must be 'rls' or 'image', got {region!r}")
+        if region not in REGIONS:
+            raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
         self.lambda1 = lambda1
         self.lambda2 = lambda2
         self.region = region

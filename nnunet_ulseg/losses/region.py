@@ -79,15 +79,24 @@ def rls_region(target: torch.Tensor, ignore_label: Optional[int] = 2, scale: flo
     return scale_mask_about_centroid(lesion, scale)
 
 
+#: the level set regions :func:`build_region` knows
+REGIONS = ("rls", "image", "rls_labelled")
+
+
 def build_region(target: torch.Tensor, kind: str, ignore_label: Optional[int] = 2,
                  scale: float = 2.0) -> torch.Tensor:
     """The pixels over which the level set loss is summed; ignore-label pixels are part of it.
 
     ``kind="rls"``: I' = scaled lesion (AHRNet RLS, Table 2 row 6). ``kind="image"``: the whole patch
-    (the "LS" ablation, Table 2 row 5). Returns bool (B, 1, *spatial).
+    (the "LS" ablation, Table 2 row 5). ``kind="rls_labelled"``: I' without its ignore-label pixels,
+    the behaviour before issue 10's fix, kept only as the ablation that measures that fix (in
+    rounds >= 2 it gives the boundary band no RLS gradient). Returns bool (B, 1, *spatial).
     """
     if kind == "rls":
         return rls_region(target, ignore_label, scale)
+    if kind == "rls_labelled":
+        _, valid = split_target(target, ignore_label)
+        return rls_region(target, ignore_label, scale) & valid
     if kind == "image":
         return torch.ones_like(target, dtype=torch.bool)
-    raise ValueError(f"region must be 'rls' or 'image', got {kind!r}")
+    raise ValueError(f"region must be one of {REGIONS}, got {kind!r}")
