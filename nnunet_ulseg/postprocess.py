@@ -62,7 +62,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from nnunet_ulseg.recist import Ellipse, Recist, ellipse_mask, ellipse_params, rasterize_ellipse
+from nnunet_ulseg.recist import Ellipse, Recist, axis_pixels, ellipse_mask, ellipse_params, rasterize_ellipse
 from nnunet_ulseg.nnunet_layout import image_filename
 
 #: Named post-processing modes of ``ulseg evaluate/refine/postprocess --postprocess``.
@@ -75,8 +75,6 @@ ELLIPSE_FACTOR = 1.5
 FALLBACKS = ("ellipse", "nearest", "empty")
 #: 8-connectivity structure for :func:`scipy.ndimage.label`.
 EIGHT = np.ones((3, 3), dtype=bool)
-#: Samples per pixel of length when rasterising a mark's segments.
-SAMPLES_PER_PX = 4
 
 
 @dataclass(frozen=True)
@@ -117,21 +115,9 @@ def lesion_mask(mask: np.ndarray, lesion_label: int = 1) -> np.ndarray:
 def mark_pixels(recist: Recist | Sequence[float] | np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Boolean ``shape`` mask of the pixels under the long and short axis segments of the mark.
 
-    Each segment is sampled every ``1 / SAMPLES_PER_PX`` px (both endpoints included) and
-    every sample marks the pixel whose centre is nearest (``floor(v + 0.5)``); samples
-    outside the image are dropped.
+    :func:`nnunet_ulseg.recist.axis_pixels` of the mark given in any of its forms.
     """
-    recist = as_recist(recist)
-    h, w = int(shape[0]), int(shape[1])
-    out = np.zeros((h, w), dtype=bool)
-    for (x0, y0), (x1, y1) in (recist.long_axis, recist.short_axis):
-        n = int(math.ceil(math.hypot(x1 - x0, y1 - y0) * SAMPLES_PER_PX)) + 1
-        t = np.linspace(0.0, 1.0, n)
-        cols = np.floor(x0 + t * (x1 - x0) + 0.5).astype(np.int64)
-        rows = np.floor(y0 + t * (y1 - y0) + 0.5).astype(np.int64)
-        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-        out[rows[inside], cols[inside]] = True
-    return out
+    return axis_pixels(as_recist(recist), shape)
 
 
 def scaled_ellipse(recist: Recist | Sequence[float] | np.ndarray, factor: float) -> Ellipse:

@@ -199,6 +199,30 @@ def rasterize_ellipse(ellipse: Ellipse, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+#: samples per pixel of segment length when rasterising a mark's axes (:func:`axis_pixels`)
+SAMPLES_PER_PX = 4
+
+
+def axis_pixels(recist: Recist, shape: tuple[int, int]) -> np.ndarray:
+    """Bool ``shape`` mask of the pixels under the mark's long and short axis segments.
+
+    Each segment is sampled every ``1 / SAMPLES_PER_PX`` px (both endpoints included) and
+    every sample marks the pixel whose centre is nearest (``floor(v + 0.5)``); samples
+    outside the image are dropped.  The one rasteriser of a mark: the post-processing
+    (which component the mark crosses) and the CNN trimaps ("R's pixels") both use it.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    out = np.zeros((h, w), dtype=bool)
+    for (x0, y0), (x1, y1) in (recist.long_axis, recist.short_axis):
+        n = int(math.ceil(math.hypot(x1 - x0, y1 - y0) * SAMPLES_PER_PX)) + 1
+        t = np.linspace(0.0, 1.0, n)
+        cols = np.floor(x0 + t * (x1 - x0) + 0.5).astype(np.int64)
+        rows = np.floor(y0 + t * (y1 - y0) + 0.5).astype(np.int64)
+        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        out[rows[inside], cols[inside]] = True
+    return out
+
+
 def ellipse_mask(recist: Recist, shape: tuple[int, int]) -> np.ndarray:
     """The RECIST ellipse pseudo mask (AHRNet Sec. 2.2) on a ``(H, W)`` grid."""
     return rasterize_ellipse(ellipse_params(recist), shape)

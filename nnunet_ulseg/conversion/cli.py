@@ -35,6 +35,18 @@ DESCRIPTION = ("Convert DeepLesion (DL_info.csv + Images_png/) into an nnU-Net r
 DATASET_NAME = "DeepLesion"
 
 
+def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--scale-policy``, ``--crop-size``, ``--min-crop``: the crop geometry options every converter shares."""
+    parser.add_argument("--scale-policy", choices=("lesion", "physical"), default="lesion",
+                        help="lesion: resample crops to 128..256 px with nominal 1 mm spacing (default); "
+                             "physical: keep the pixel size and true spacing")
+    parser.add_argument("--crop-size", type=int, nargs="+", default=None, metavar="PX",
+                        help="scale policy lesion: output crop side N px (one number), or the range LO HI "
+                             "(default 128 256); recorded in dataset.json and lesions.csv")
+    parser.add_argument("--min-crop", type=float, default=32, metavar="PX",
+                        help="smallest crop side in slice pixels (default 32)")
+
+
 def add_convert_arguments(parser: argparse.ArgumentParser, dataset_default: int | None = None) -> None:
     """The converter's options (shared by the ``ulseg`` sub-command and the dataset_conversion script).
 
@@ -62,14 +74,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser, dataset_default: int 
     add_pseudo_argument(parser)
     parser.add_argument("--strict", action="store_true",
                         help="stop with an error on the first bad row or file instead of skipping it")
-    parser.add_argument("--scale-policy", choices=("lesion", "physical"), default="lesion",
-                        help="lesion: resample crops to 128..256 px with nominal 1 mm spacing (default); "
-                             "physical: keep the pixel size and true spacing")
-    parser.add_argument("--crop-size", type=int, nargs="+", default=None, metavar="PX",
-                        help="scale policy lesion: output crop side N px (one number), or the range LO HI "
-                             "(default 128 256); recorded in dataset.json and lesions.csv")
-    parser.add_argument("--min-crop", type=float, default=32, metavar="PX",
-                        help="smallest crop side in slice pixels (default 32)")
+    add_crop_arguments(parser)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing conversion in the output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, summary or per-lesion log lines")
@@ -118,21 +123,25 @@ def _log_to_stderr(quiet: bool) -> Iterator[None]:
         log.propagate = saved[1]
 
 
-def output_folder(out: str | os.PathLike | None, dataset_id: int | None,
+def output_folder(out: str | os.PathLike | None, dataset_id: int | None, name: str = DATASET_NAME,
                   environ: dict[str, str] | None = None) -> Path:
-    """``-o``, else ``$nnUNet_raw/Dataset<-d>_DeepLesion``; a ``ValueError`` saying what to give otherwise."""
+    """``-o``, else ``$nnUNet_raw/Dataset<-d>_<name>``; a ``ValueError`` saying what to give otherwise.
+
+    Shared by every converter's command (``name``: DeepLesion, ULS23, ...).
+    """
     from nnunet_ulseg.nnunet_layout import dataset_folder_name
 
     if out is not None:
         return Path(out)
     if dataset_id is None:
         raise ValueError("give the output folder (-o RAW_DATASET_DIR), or a dataset id (-d ID) to write "
-                         f"$nnUNet_raw/Dataset<ID>_{DATASET_NAME}")
+                         f"$nnUNet_raw/Dataset<ID>_{name}")
+    folder = dataset_folder_name(dataset_id, name)
     raw = (os.environ if environ is None else environ).get("nnUNet_raw")
     if not raw:
-        raise ValueError(f"-d {dataset_id} writes $nnUNet_raw/{dataset_folder_name(dataset_id, DATASET_NAME)}, but "
-                         "nnUNet_raw is not set: set it, or give the output folder with -o")
-    return Path(raw) / dataset_folder_name(dataset_id, DATASET_NAME)
+        raise ValueError(f"-d {dataset_id} writes $nnUNet_raw/{folder}, but nnUNet_raw is not set: set it, "
+                         "or give the output folder with -o")
+    return Path(raw) / folder
 
 
 def run_convert(args: argparse.Namespace) -> int:

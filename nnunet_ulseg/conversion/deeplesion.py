@@ -44,7 +44,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
@@ -99,16 +99,10 @@ class ConversionResult(ConversionCounts):
     seconds: float = 0.0
     pseudo: str = DEFAULT_PSEUDO
 
-    @property
-    def pseudo_statuses(self) -> Counter:
-        """Converted cases per pseudo-mask status (``ok``, ``fallback_ellipse``, ...)."""
-        return Counter(r.pseudo_status for r in self.rows)
-
     def summary(self) -> str:
         notes = {"patients moved to a higher split": len(self.split_moves),
                  "lesions with replaced context slices": self.context_fallbacks}
-        notes.update({f"{self.pseudo} pseudo masks with status {s}": n
-                      for s, n in sorted(self.pseudo_statuses.items()) if s != "ok"})
+        notes.update(self.pseudo_notes())
         return (f"DeepLesion -> {self.out_dir} ({self.n_input_rows} DL_info rows, {self.seconds:.1f} s)\n"
                 + format_summary(self.converted, self.skipped, notes))
 

@@ -148,6 +148,16 @@ class ConversionCounts:
         """Skipped cases per reason code."""
         return Counter(i.reason for i in self.issues)
 
+    @property
+    def pseudo_statuses(self) -> Counter:
+        """Converted cases per pseudo-mask status (``ok``, ``fallback_ellipse``, ...)."""
+        return Counter(r.pseudo_status for r in self.rows)
+
+    def pseudo_notes(self) -> dict[str, int]:
+        """Summary notes for the pseudo masks that are not ``ok`` (needs a ``pseudo`` attribute: the maker)."""
+        return {f"{self.pseudo} pseudo masks with status {s}": n
+                for s, n in sorted(self.pseudo_statuses.items()) if s != "ok"}
+
 
 def format_summary(converted: dict[str, int], skipped: Counter, notes: dict[str, int] | None = None) -> str:
     """Human summary: converted cases per split, skipped lesions per reason, and notes (e.g. context fallbacks)."""

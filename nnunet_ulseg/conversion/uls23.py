@@ -51,7 +51,6 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -104,8 +103,7 @@ class Uls23Result(ConversionCounts):
     def summary(self) -> str:
         notes = {"partially annotated VOIs (converted)": len(self.partial),
                  "VOIs split per VOI (no patient in the name)": self.per_voi_split}
-        statuses = Counter(r.pseudo_status for r in self.rows)
-        notes.update({f"{self.pseudo} pseudo masks with status {s}": n for s, n in sorted(statuses.items()) if s != "ok"})
+        notes.update(self.pseudo_notes())
         return (f"ULS23 -> {self.out_dir} ({self.n_vois} VOIs, {self.seconds:.1f} s)\n"
                 + format_summary(self.converted, self.skipped, notes))
 

@@ -14,9 +14,7 @@ for a user error, printed as one ``error:`` line.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from nnunet_ulseg.cli_args import ArgumentParser, add_input_folder, add_num_processes, add_output_folder
@@ -32,7 +30,7 @@ DATASET_NAME = "ULS23"
 
 def add_uls23_arguments(parser: argparse.ArgumentParser) -> None:
     """The converter's options (shared by the ``ulseg`` sub-command and the dataset_conversion script)."""
-    from .cli import add_pseudo_argument
+    from .cli import add_crop_arguments, add_pseudo_argument
 
     add_input_folder(parser, dest="images", aliases=("--images",), metavar="IMAGES_DIR",
                      help="folder of the VOI images, e.g. .../ULS23_DeepLesion3D/images (read only)")
@@ -47,14 +45,7 @@ def add_uls23_arguments(parser: argparse.ArgumentParser) -> None:
     add_num_processes(parser, default=None, help="worker processes (default: min(CPU count, 8))")
     parser.add_argument("--context", type=int, default=0, metavar="K",
                         help="add VOI slices key-K..key+K as channels; the key slice stays channel 0 (default 0)")
-    parser.add_argument("--scale-policy", choices=("lesion", "physical"), default="lesion",
-                        help="lesion: resample crops to 128..256 px with nominal 1 mm spacing (default); "
-                             "physical: keep the pixel size and true spacing")
-    parser.add_argument("--crop-size", type=int, nargs="+", default=None, metavar="PX",
-                        help="scale policy lesion: output crop side N px (one number), or the range LO HI "
-                             "(default 128 256); recorded in dataset.json and lesions.csv")
-    parser.add_argument("--min-crop", type=float, default=32, metavar="PX",
-                        help="smallest crop side in slice pixels (default 32)")
+    add_crop_arguments(parser)
     parser.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
                         help="share of patients in the validation split (fold 0's val; default 0.1)")
     parser.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
@@ -77,24 +68,9 @@ def add_uls23_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def output_folder(out: str | os.PathLike | None, dataset_id: int, name: str,
-                  environ: dict[str, str] | None = None) -> Path:
-    """``-o``, else ``$nnUNet_raw/Dataset<id>_<name>``; a ``ValueError`` saying what to give otherwise."""
-    from nnunet_ulseg.nnunet_layout import dataset_folder_name
-
-    if out is not None:
-        return Path(out)
-    folder = dataset_folder_name(dataset_id, name)
-    raw = (os.environ if environ is None else environ).get("nnUNet_raw")
-    if not raw:
-        raise ValueError(f"-d {dataset_id} writes $nnUNet_raw/{folder}, but nnUNet_raw is not set: set it, "
-                         "or give the output folder with -o")
-    return Path(raw) / folder
-
-
 def run_uls23(args: argparse.Namespace) -> int:
     """Run the conversion for parsed ``args``; returns the exit code."""
-    from .cli import _log_to_stderr, exit_status
+    from .cli import _log_to_stderr, exit_status, output_folder
     from .uls23 import convert_uls23
 
     with _log_to_stderr(args.quiet):

@@ -72,7 +72,7 @@ from scipy import ndimage
 from nnunet_ulseg.labels import BACKGROUND, IGNORE, LESION
 from nnunet_ulseg.pseudo_masks.grabcut import ITERATIONS, window_to_uint8
 from nnunet_ulseg.pseudo_masks.recist3d import estimate_recist, estimated_region
-from nnunet_ulseg.recist import Recist
+from nnunet_ulseg.recist import Recist, axis_pixels
 
 #: the threshold starts here (argmax of a two-class softmax) and is only lowered
 MAX_THRESHOLD = 0.5
@@ -84,32 +84,11 @@ MIN_COVERAGE = 0.5
 MIN_FG_FRACTION = 0.25
 #: windowed images with a smaller grey-level range (uint8) are flat: no GrabCut
 MIN_CONTRAST = 2
-#: axis rasterisation: samples per pixel of segment length
-SAMPLES_PER_PX = 4
 #: the statuses of :class:`CnnGrabCutResult`
 STATUSES = ("grabcut", "fallback_no_contrast", "fallback_no_background", "fallback_grabcut_error",
             "fallback_too_small")
 
 _EIGHT = np.ones((3, 3), bool)
-
-
-def axis_pixels(recist: Recist, shape: tuple[int, int]) -> np.ndarray:
-    """Bool ``shape`` mask of the pixels under the mark's two axis segments ("R's pixels").
-
-    The rule of :func:`nnunet_ulseg.postprocess.mark_pixels` (samples every 1/4 px, each marks
-    its nearest pixel centre, ``floor(v + 0.5)``; samples outside the image dropped), restated
-    here because ``pseudo_masks`` sits on a floor below ``postprocess``.
-    """
-    h, w = int(shape[0]), int(shape[1])
-    out = np.zeros((h, w), dtype=bool)
-    for (x0, y0), (x1, y1) in (recist.long_axis, recist.short_axis):
-        n = int(math.ceil(math.hypot(x1 - x0, y1 - y0) * SAMPLES_PER_PX)) + 1
-        t = np.linspace(0.0, 1.0, n)
-        cols = np.floor(x0 + t * (x1 - x0) + 0.5).astype(np.int64)
-        rows = np.floor(y0 + t * (y1 - y0) + 0.5).astype(np.int64)
-        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-        out[rows[inside], cols[inside]] = True
-    return out
 
 
 def adjusted_threshold(prob: np.ndarray, axes: np.ndarray) -> tuple[float, float]:

@@ -20,6 +20,7 @@ slice (DeepLesion has several rows per slice), used by the PNG and volume kinds.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from scipy import ndimage
 
 from nnunet_ulseg.conversion.sidecar import LesionRow
 from nnunet_ulseg.evaluation.label_io import foreground
+from nnunet_ulseg.recist import Recist, axis_pixels
 
 #: How a lesion is taken from a slice mask (:func:`lesion_in_slice`).
 SLICE_RULES = ("auto", "binary", "instance", "whole")
@@ -43,7 +45,7 @@ class RefMask:
     reason: str = ""
 
 
-class Reference:
+class Reference(ABC):
     """Base of the reference kinds (module docstring); subclasses set ``kind``/``geometry`` and implement ``get``."""
 
     kind = ""
@@ -53,8 +55,9 @@ class Reference:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
 
+    @abstractmethod
     def get(self, row: LesionRow) -> RefMask:
-        raise NotImplementedError
+        """The lesion's mask in key-slice geometry and its source, or no mask and the reason."""
 
     def describe(self) -> dict:
         """``kind``, ``geometry``, ``folder`` and ``rule`` (how one lesion's mask is found and taken)."""
@@ -75,10 +78,8 @@ def check_slice_shape(array: np.ndarray, row: LesionRow, path: Path | str, what:
 
 
 def mark_pixels(row: LesionRow, shape: tuple[int, int]) -> np.ndarray:
-    """Pixels under ``row``'s RECIST long and short axes in the key slice (:func:`nnunet_ulseg.postprocess.mark_pixels`)."""
-    from nnunet_ulseg.postprocess import mark_pixels as under_mark
-
-    return under_mark(row.recist_slice_points, shape)
+    """Pixels under ``row``'s RECIST long and short axes in the key slice (:func:`nnunet_ulseg.recist.axis_pixels`)."""
+    return axis_pixels(Recist.from_points(row.recist_slice_points), shape)
 
 
 def looks_like_instance_map(array: np.ndarray, fg: np.ndarray | None = None) -> bool:
