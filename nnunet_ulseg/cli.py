@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nnunet_ulseg.conversion.uls23_cli import add_uls23_parser
     from nnunet_ulseg.demo.cli import add_make_sample_parser
     from nnunet_ulseg.evaluation.cli import add_evaluate_parser, add_measure_parser
+    from nnunet_ulseg.evaluation.response_cli import add_response_parser
     from nnunet_ulseg.refine.cli import add_refine_parser
     from nnunet_ulseg.workflow.cli import add_demo_parser
     from nnunet_ulseg.workflow.postprocess_cli import add_postprocess_parser
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_uls23_parser(sub)
     add_evaluate_parser(sub)
     add_measure_parser(sub)
+    add_response_parser(sub)
     add_refine_parser(sub)
     add_postprocess_parser(sub)
     add_demo_parser(sub)
