@@ -56,7 +56,8 @@ from nnunet_ulseg.nnunet_layout import DATASET_JSON, SPLITS_FILE
 
 from .context import channel_names, check_context_mm, slice_offsets
 from .dl_info import SPLIT_NAMES, LesionRecord, read_dl_info
-from .geometry import LESION_SIZE_RANGE, SCALE_POLICIES, CropBox, crop_box, crop_size_range, slice_to_crop
+from .crop import NOMINAL_SPACING, CropSettings, lesion_box, written_spacing
+from .geometry import LESION_SIZE_RANGE, SCALE_POLICIES, CropBox, crop_size_range, slice_to_crop
 from ..pseudo_masks.registry import DEFAULT_PSEUDO, check_pseudo
 from .output import OutputFolder, check_inputs_outside
 from .report import ConversionCounts, Issue, IssueLog, format_summary, write_report
@@ -70,9 +71,6 @@ OUTPUT_DIRS = (*TRAIN_DIRS, *TEST_DIRS)
 OUTPUT_FILES = (DATASET_JSON, SPLITS_FILE, "lesions.csv", "conversion_report.csv")
 #: ``converted_by`` in dataset.json and the output manifest (:mod:`.output`).
 CONVERTED_BY = "nnunet_ulseg convert-deeplesion"
-#: Spacing written for scale policy ``lesion`` so nnU-Net does not resample the crops again.
-NOMINAL_SPACING = (1.0, 1.0)
-
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -196,12 +194,13 @@ def build_tasks(records: Iterable[LesionRecord], assigned: dict[int, int], image
     """
     by_series: dict[str, dict[int, list[tuple[LesionRecord, LesionJob]]]] = defaultdict(lambda: defaultdict(list))
     rows: dict[str, LesionRow] = {}
+    settings = CropSettings(scale_policy, min_crop, size_range)  # the crop rule ulseg segment reuses (.crop)
     for r in records:
         case = r.case_id
-        box = crop_box(r.points, min_crop, scale_policy, size_range)
+        box = lesion_box(r.points, settings)
         crop_points = tuple(slice_to_crop(np.asarray(r.points).reshape(4, 2), box).ravel().tolist())
         split = assigned[r.patient]
-        spacing = NOMINAL_SPACING if scale_policy == "lesion" else r.spacing[:2]
+        spacing = written_spacing(settings, r.spacing[:2])
         job = LesionJob(case, r.dl_row, r.file_name, split == 3, box, crop_points, spacing, r.image_size,
                         r.slice_range, slice_offsets(context, context_mm, r.spacing[2] if context_mm else None),
                         tuple(float(v) for v in r.window), pseudo)

@@ -1,0 +1,111 @@
+"""One lesion of a CT volume: crop as the converter did, predict, paste back; optionally slice by slice in 3D.
+
+Key slice (issue 15 items 2-3; DESIGN "Crops"): the crop box is the converter's rule on the
+mark (:func:`~nnunet_ulseg.conversion.crop.lesion_box` with the model's
+:class:`~nnunet_ulseg.conversion.crop.CropSettings`), the channels are the key slice and its
+``--context`` neighbours (:func:`~nnunet_ulseg.conversion.crop.channel_slices`, the volume's
+slices standing for DeepLesion's ``Slice_range``), cut by
+:func:`~nnunet_ulseg.conversion.crop.crop_hu_channels` and written-spacing'd like a
+converted case.  The predicted crop is pasted back onto the slice with
+:func:`~nnunet_ulseg.conversion.geometry.paste_back_mask` (nearest: label values), then the
+chosen post-processing (:mod:`nnunet_ulseg.postprocess`) keeps the marked lesion.
+
+``propagate`` (WSSS Sec. 3.3, Algorithm 1, without its self-paced retraining): the model is
+applied to slices ``key ± 1``, ``key ± 2``, ... outwards, each cut with **the key slice's
+crop box** (the WSSS convention of :mod:`nnunet_ulseg.conversion.slices`: one box per
+lesion, so every slice's mask pastes back into the same slice geometry); the mark on each
+off-key slice is the 3D RECIST estimate ``R̂``
+(:func:`~nnunet_ulseg.pseudo_masks.recist3d.estimate_recist_at_slice`, mode ``ratio``), which
+the post-processing uses in place of the drawn mark.  A direction stops at the first slice
+where ``R̂`` vanishes (beyond the lesion's reach), the post-processed prediction is empty
+or is only the post-processing's RECIST-ellipse fallback (no predicted component crosses
+``R̂``: the model no longer sees the lesion), or the volume ends.  The slices are stacked with
+:func:`~nnunet_ulseg.conversion.geometry3d.stack_slices`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nnunet_ulseg.conversion.crop import channel_slices, crop_hu_channels, lesion_box, written_spacing
+from nnunet_ulseg.conversion.geometry import CropBox, paste_back_mask
+from nnunet_ulseg.conversion.geometry3d import Stack3D, stack_slices
+from nnunet_ulseg.postprocess import postprocess_mask
+from nnunet_ulseg.pseudo_masks.recist3d import estimate_recist_at_slice
+from nnunet_ulseg.recist import Recist
+
+from .marks import Mark
+from .volume_io import Volume
+
+#: Soft-tissue window for ``mark-grabcut`` when a mark has none (DeepLesion's most common DICOM window).
+DEFAULT_WINDOW = (-175.0, 275.0)
+
+
+@dataclass
+class LesionResult:
+    """A lesion's masks in slice geometry: ``{slice index k: [y, x] bool}``, the key slice's box and notes."""
+
+    mark: Mark
+    box: CropBox
+    masks: dict[int, np.ndarray]
+    status: str = ""
+    stopped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key_mask(self) -> np.ndarray:
+        return self.masks[self.mark.k]
+
+    def stack(self, volume: Volume) -> Stack3D:
+        return stack_slices(self.masks, volume.spacing, self.mark.k, what=self.mark.lesion_id)
+
+
+def segment_slice(model, volume: Volume, k: int, box: CropBox, recist: Recist, postprocess: str,
+                  window: tuple[float, float] = DEFAULT_WINDOW) -> tuple[np.ndarray, str]:
+    """The post-processed mask ``[y, x]`` (bool) of slice ``k`` cut with ``box``, marked by ``recist``."""
+    settings = model.settings
+    sx, sy, sz = volume.spacing
+    used = channel_slices(k, settings, volume.has_slice, sz)
+    channels = crop_hu_channels([volume.slice_hu(i) for i in used], box)
+    crop_label = model.predict(channels, written_spacing(settings, (sx, sy)))
+    label = paste_back_mask(crop_label.astype(np.uint8), box, volume.slice_shape, interpolation="nearest")
+    image = volume.slice_hu(k) if postprocess == "mark-grabcut" else None
+    kept = postprocess_mask(label, recist.points, postprocess, lesion_label=model.lesion_label, image=image,
+                            window=window)
+    return np.asarray(kept.mask, dtype=bool), kept.status
+
+
+def segment_lesion(model, volume: Volume, mark: Mark, postprocess: str = "mark", propagate: bool = False,
+                   max_slices: int | None = None) -> LesionResult:
+    """Segment ``mark``'s lesion on its slice and, with ``propagate``, outwards (module docstring).
+
+    ``max_slices`` bounds the slices visited on each side (None: until a stop rule).
+    """
+    box = lesion_box(mark.recist.points, model.settings)
+    key, status = segment_slice(model, volume, mark.k, box, mark.recist, postprocess)
+    result = LesionResult(mark, box, {mark.k: key}, status)
+    if not propagate:
+        return result
+    if volume.n_slices < 2:
+        raise ValueError(f"{volume.source}: one slice only, nothing to propagate to")
+    for sign, side in ((1, "up"), (-1, "down")):
+        step = 0
+        while True:
+            step += 1
+            k = mark.k + sign * step
+            if max_slices is not None and step > max_slices:
+                result.stopped[side] = "max_slices"
+                break
+            if not volume.has_slice(k):
+                result.stopped[side] = "volume_end"
+                break
+            estimate = estimate_recist_at_slice(mark.recist, step, volume.spacing)
+            if estimate is None:
+                result.stopped[side] = "recist_estimate_vanished"
+                break
+            mask, status = segment_slice(model, volume, k, box, estimate, postprocess)
+            if not mask.any() or status.startswith("fallback"):  # a fallback ellipse is the mark's, not the model's
+                result.stopped[side] = "empty_prediction"
+                break
+            result.masks[k] = mask
+    return result
