@@ -74,7 +74,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_chill(p)
     p.add_argument("--interpolation", choices=("linear", "nearest"), default="linear",
                    help="paste-back of crops into the key slice: bilinear + threshold 0.5 (default) or nearest")
-    p.add_argument("--file-ending", default=".mha", help="file ending of crops (default: .mha)")
+    p.add_argument("--file-ending", default=None,
+                   help="file ending of crops (default: .mha; evaluate --3d: detected per folder)")
     add_label_options(p)
     p.add_argument("--recist-convention", "--recist_convention", dest="recist_convention",
                    choices=("auto", "edge", "uls23"), default="auto",
@@ -114,6 +115,20 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
                    help="post-process each prediction with its RECIST mark (lesions.csv) before scoring: none "
                         "(default), mark (keep the components the mark crosses, fill holes) or mark-ellipse (also "
                         "clip to the 1.5x RECIST ellipse); several modes score each folder once per mode")
+    g = p.add_argument_group("3D (WSSS Sec. 4, Fig. 4): slice-by-slice predictions scored as volumes")
+    g.add_argument("--3d", dest="three_d", action="store_true",
+                   help="each --pred folder holds crops of key cases and their off-key slices plus slices.csv (as "
+                        "ulseg propagate writes round<m>/test_predictions); --ref is a make-sample folder (masks3d.csv) "
+                        "or label volumes <case>_<first>-<last>.nii.gz; writes metrics3d.csv, offset_curve.csv, "
+                        "summary3d.json")
+    g.add_argument("--slices", type=Path, nargs="+", metavar="slices.csv",
+                   help="implies --3d: the slices.csv of the folders (one, or one per --pred; default "
+                        "<pred>/slices.csv)")
+    g.add_argument("--reach", type=int, default=None, metavar="E",
+                   help="--3d: score slices key-E..key+E (default: the largest offset in the folders' slices.csv)")
+    g.add_argument("--ellipse", action="store_true",
+                   help="--3d: also write and score the ellipse of the 3D RECIST estimate on the same slices "
+                        "(OUT_DIR/ellipse_predictions), as the first row")
     _common(p)
     p.set_defaults(func=run_evaluate)
     return p
@@ -150,12 +165,34 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from nnunet_ulseg.evaluation.evaluate import evaluate_folders
 
     out_dir = check_output_folder(args.out)
+    if args.three_d or args.slices:
+        return run_evaluate_3d(args, out_dir)
+    if args.ellipse or args.reach is not None:
+        raise ValueError("--ellipse and --reach are options of the 3D evaluation (--3d / --slices)")
     result = evaluate_folders(args.pred, args.ref, args.sidecar, out_dir, names=args.names, split=args.split,
                               images_dir=args.images, allow_missing=args.allow_missing,
-                              interpolation=args.interpolation, file_ending=args.file_ending,
+                              interpolation=args.interpolation, file_ending=args.file_ending or ".mha",
                               plots=not args.no_plots, postprocess=args.postprocess,
                               ref_format=args.ref_format, lesion_label=args.lesion_label,
                               threshold=args.threshold, recist_convention=args.recist_convention)
+    print(result.table)
+    print(f"\nwrote {', '.join(str(p) for p in result.files.values())}")
+    return 0
+
+
+def run_evaluate_3d(args: argparse.Namespace, out_dir: Path) -> int:
+    """``ulseg evaluate --3d``: run :func:`~.evaluate3d.evaluate_3d` and print its table."""
+    from nnunet_ulseg.evaluation.evaluate3d import evaluate_3d
+
+    if args.ref_format not in ("auto", "sample", "volume"):
+        raise ValueError(f"--3d: --ref-format must be auto, sample or volume, got {args.ref_format}")
+    if list(args.postprocess) != ["none"]:
+        raise ValueError("--3d: --postprocess is not supported (the predictions are scored as they are)")
+    result = evaluate_3d(args.pred, args.ref, args.sidecar, out_dir, slices=args.slices, names=args.names,
+                         split=args.split, ref_format=args.ref_format, reach=args.reach,
+                         interpolation=args.interpolation, file_ending=args.file_ending,
+                         lesion_label=args.lesion_label, threshold=args.threshold,
+                         allow_missing=args.allow_missing, ellipse=args.ellipse)
     print(result.table)
     print(f"\nwrote {', '.join(str(p) for p in result.files.values())}")
     return 0
@@ -167,7 +204,7 @@ def run_measure(args: argparse.Namespace) -> int:
 
     target = check_output_folder(args.out) / MEASUREMENTS_CSV  # measure_folder creates the folder
     rows = measure_folder(args.pred, args.sidecar, target, split=args.split, allow_missing=args.allow_missing,
-                          interpolation=args.interpolation, file_ending=args.file_ending,
+                          interpolation=args.interpolation, file_ending=args.file_ending or ".mha",
                           lesion_label=args.lesion_label, threshold=args.threshold,
                           recist_convention=args.recist_convention, volume=args.volume,
                           volume_geometry=args.volume_geometry)
