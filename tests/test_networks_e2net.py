@@ -13,7 +13,8 @@ from nnunet_ulseg.networks.blocks import Bottleneck
 from nnunet_ulseg.networks.dcff import DeepCrossFeatureFusion, ScaleRefinement
 from nnunet_ulseg.networks.e2net import (E2NET_STRIDES, NETWORK_CLASS_NAME, TABLE3_ROWS, E2Net,
                                          e2net_arch_kwargs)
-from nnunet_ulseg.networks.r2unet import R2UNet
+from nnunet_ulseg.networks.r2unet import NETWORK_CLASS_NAME as R2UNET_CLASS_NAME
+from nnunet_ulseg.networks.r2unet import R2UNET_STRIDES, R2UNet, r2unet_arch_kwargs
 from nnunet_ulseg.networks.res2net import (RES2NET_CONFIGS, Bottle2neck, Res2NetBackbone,
                                            load_pretrained_res2net, resolve_res2net_config)
 from network_helpers import conv_output_elements
@@ -164,6 +165,25 @@ def test_r2unet_outputs_and_decoder_features():
     assert net.compute_conv_feature_map_size((64, 96)) == conv_output_elements(net, x[:1])
     with pytest.raises(ValueError, match="divisible by 32"):
         net(torch.randn(1, 1, 64, 48))
+
+
+def test_r2unet_plans_round_trip():
+    """Stage 1's network from plans: one full-resolution output, [logits] with deep supervision."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    kwargs, req = r2unet_arch_kwargs(TINY, norm_op=nn.InstanceNorm2d, norm_op_kwargs={"affine": True})
+    kwargs, req = json.loads(json.dumps(kwargs)), json.loads(json.dumps(req))
+    assert kwargs["strides"] == R2UNET_STRIDES and pydoc.locate(R2UNET_CLASS_NAME) is R2UNet
+    nets = {ds: get_network_from_plans(R2UNET_CLASS_NAME, kwargs, req, 1, 2, allow_init=True,
+                                       deep_supervision=ds) for ds in (True, False)}
+    assert list(nets[True].state_dict()) == list(nets[False].state_dict())
+    assert isinstance(nets[True].encoder.stem.norm, nn.InstanceNorm2d)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        out = nets[True].eval()(x)
+    assert isinstance(out, list) and len(out) == 1 and out[0].shape == (1, 2, 64, 64)
+    with pytest.raises(ValueError, match="strides"):
+        R2UNet(1, 2, TINY, strides=E2NET_STRIDES)
 
 
 # ---------------------------------------------------------------- DCFF

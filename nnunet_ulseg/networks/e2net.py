@@ -53,10 +53,9 @@ from dynamic_network_architectures.initialization.weight_init import InitWeights
 
 from nnunet_ulseg.networks.blocks import ConvNormAct
 from nnunet_ulseg.networks.dcff import DeepCrossFeatureFusion
-from nnunet_ulseg.networks.r2unet import SIZE_DIVISOR, R2UNet, check_size
+from nnunet_ulseg.networks.r2unet import SIZE_DIVISOR, R2UNet, check_size, r2unet_arch_kwargs
 
 NETWORK_CLASS_NAME = "nnunet_ulseg.networks.e2net.E2Net"
-_KW_REQUIRES_IMPORT = ["conv_op", "norm_op", "nonlin"]
 #: three full-resolution outputs (s2, s1, e); the product is the patch-size divisor 32
 E2NET_STRIDES = [[1, 1], [1, 1], [1, 1], [SIZE_DIVISOR, SIZE_DIVISOR]]
 #: network switches of Table 3's second-stage rows (edge vs. dist is the loss's target choice)
@@ -69,37 +68,21 @@ TABLE3_ROWS: dict[str, dict[str, bool]] = {
 }
 
 
-def _dotted(op: type | None) -> str | None:
-    return None if op is None else f"{op.__module__}.{op.__qualname__}"
-
-
 def e2net_arch_kwargs(backbone: str | dict = "res2net_lite", edge_branch: bool = True, dcff: bool = True,
                       conv_op: Type[_ConvNd] = nn.Conv2d, norm_op: Type[nn.Module] | None = nn.BatchNorm2d,
                       norm_op_kwargs: dict | None = None, nonlin: Type[nn.Module] | None = nn.ReLU,
                       nonlin_kwargs: dict | None = None, channels: int = 32) -> tuple[dict, list[str]]:
     """``(arch_kwargs, _kw_requires_import)`` for a plans ``architecture`` block (docs/STYLE.md §3).
 
-    JSON-serialisable (op types as dotted names for ``pydoc.locate``). Defaults as AHRNet's:
-    BatchNorm (eps 1e-5, momentum 0.1, affine; Res2Net's own norm, whose ImageNet statistics
-    the pretrained weights carry), ReLU(inplace=True). A named ``backbone`` stays a name.
+    JSON-serialisable (op types as dotted names for ``pydoc.locate``; defaults in
+    :func:`~nnunet_ulseg.networks.r2unet.op_kwargs`). A named ``backbone`` stays a name.
     """
-    from nnunet_ulseg.networks.res2net import resolve_res2net_config
     if dcff and not edge_branch:
         raise ValueError("dcff=True needs edge_branch=True (DCFF fuses the two branches)")
-    kwargs = {
-        "backbone": backbone if isinstance(backbone, str) else resolve_res2net_config(backbone),
-        "edge_branch": bool(edge_branch),
-        "dcff": bool(dcff),
-        "conv_op": _dotted(conv_op),
-        "norm_op": _dotted(norm_op),
-        "norm_op_kwargs": dict(norm_op_kwargs) if norm_op_kwargs is not None
-        else {"eps": 1e-5, "momentum": 0.1, "affine": True},
-        "nonlin": _dotted(nonlin),
-        "nonlin_kwargs": dict(nonlin_kwargs) if nonlin_kwargs is not None else {"inplace": True},
-        "channels": int(channels),
-        "strides": [list(r) for r in E2NET_STRIDES],
-    }
-    return kwargs, list(_KW_REQUIRES_IMPORT)
+    kwargs, req = r2unet_arch_kwargs(backbone, conv_op, norm_op, norm_op_kwargs, nonlin, nonlin_kwargs, channels)
+    kwargs.update({"edge_branch": bool(edge_branch), "dcff": bool(dcff),
+                   "strides": [list(r) for r in E2NET_STRIDES]})
+    return kwargs, req
 
 
 class E2NetFusionHead(nn.Module):

@@ -46,6 +46,7 @@ NETWORK_CLASS_NAME = "nnunet_ulseg.networks.r2unet.R2UNet"
 SIZE_DIVISOR = 32
 #: nnU-Net ``strides``: one full-resolution output; the product (32) is the patch divisor
 R2UNET_STRIDES = [[1, 1], [SIZE_DIVISOR, SIZE_DIVISOR]]
+KW_REQUIRES_IMPORT = ["conv_op", "norm_op", "nonlin"]
 
 
 def _area(channels: int, size: Sequence[int]) -> np.int64:
@@ -64,6 +65,35 @@ def check_size(x: torch.Tensor, name: str, divisor: int = SIZE_DIVISOR) -> None:
     if any(int(s) % divisor for s in x.shape[2:]):
         raise ValueError(f"{name} needs height and width divisible by {divisor}, got {tuple(x.shape[2:])}; "
                          f"use a patch size that is a multiple of {divisor}")
+
+
+def dotted(op: type | None) -> str | None:
+    """``module.QualName`` of an op type, for plans ``arch_kwargs`` (``pydoc.locate`` reads it back)."""
+    return None if op is None else f"{op.__module__}.{op.__qualname__}"
+
+
+def op_kwargs(conv_op: Type[_ConvNd], norm_op: Type[nn.Module] | None, norm_op_kwargs: dict | None,
+              nonlin: Type[nn.Module] | None, nonlin_kwargs: dict | None) -> dict:
+    """The JSON op entries of an R2UNet/E2Net ``arch_kwargs``. Defaults as AHRNet's: BatchNorm
+    (eps 1e-5, momentum 0.1, affine; Res2Net's own norm, whose ImageNet statistics the pretrained
+    weights carry), ReLU(inplace=True)."""
+    return {"conv_op": dotted(conv_op), "norm_op": dotted(norm_op),
+            "norm_op_kwargs": dict(norm_op_kwargs) if norm_op_kwargs is not None
+            else {"eps": 1e-5, "momentum": 0.1, "affine": True},
+            "nonlin": dotted(nonlin),
+            "nonlin_kwargs": dict(nonlin_kwargs) if nonlin_kwargs is not None else {"inplace": True}}
+
+
+def r2unet_arch_kwargs(backbone: str | dict = "res2net_lite", conv_op: Type[_ConvNd] = nn.Conv2d,
+                       norm_op: Type[nn.Module] | None = nn.BatchNorm2d, norm_op_kwargs: dict | None = None,
+                       nonlin: Type[nn.Module] | None = nn.ReLU, nonlin_kwargs: dict | None = None,
+                       channels: int = 32) -> tuple[dict, list[str]]:
+    """``(arch_kwargs, _kw_requires_import)`` of R2UNet (stage 1) for a plans ``architecture`` block."""
+    from nnunet_ulseg.networks.res2net import resolve_res2net_config
+    kwargs = {"backbone": backbone if isinstance(backbone, str) else resolve_res2net_config(backbone),
+              **op_kwargs(conv_op, norm_op, norm_op_kwargs, nonlin, nonlin_kwargs),
+              "channels": int(channels), "strides": [list(r) for r in R2UNET_STRIDES]}
+    return kwargs, list(KW_REQUIRES_IMPORT)
 
 
 class FeatureCompression(nn.ModuleList):
