@@ -9,9 +9,10 @@ constructor arguments (``s1_weight``, ``s2_weight``, ``edge_weight``; the paper'
 Inputs (nnU-Net's region-based training, ``training/e2net.py``):
 
 - ``outputs``: the tuple ``(s2, s1, e)`` of logits (B, R, H, W) that ``E2Net`` returns with deep
-  supervision on; ``s1`` or ``e`` may be None (the baseline has no edge branch), and a single tensor is
-  read as ``s2`` alone (deep supervision off, or stage 1's R2UNet): then the loss is IoU + BCE of it,
-  which is ``l_1st``.
+  supervision on; ``s1`` or ``e`` may be None (the baseline has no edge branch; an ``s1`` that is the
+  very tensor ``s2``, as ``E2Net(edge_branch=False)`` returns it, is counted once), and a single tensor
+  or one-element list is read as ``s2`` alone (deep supervision off, or stage 1's R2UNet): then the
+  loss is IoU + BCE of it, which is ``l_1st``.
 - ``target``: nnU-Net's region target (B, R, H, W) of 0/1 floats, one channel per region (liver = label
   in {1, 2}, tumour = label 2), plus a last channel that marks ignored pixels when the dataset has an
   ignore label (``has_ignore_channel``; nnU-Net's ``DC_and_BCE_loss`` convention). A list (nnU-Net's
@@ -119,7 +120,7 @@ class E2NetLoss(nn.Module):
         iou2, bce2 = self.seg_terms(s2, g, valid)
         total = self.s2_weight * (iou2 + bce2)
         iou1 = bce1 = bce_e = zero
-        if s1 is not None:
+        if s1 is not None and s1 is not s2:  # E2Net's baseline returns (s1, s1, None): count it once
             iou1, bce1 = self.seg_terms(s1, g, valid)
             total = total + self.s1_weight * (iou1 + bce1)
         if e is not None:

@@ -88,12 +88,13 @@ def ahrnet_arch_kwargs(config: str | dict = "w32", decoder: bool = True, dual_at
                        norm_op: Type[nn.Module] | None = nn.BatchNorm2d, norm_op_kwargs: dict | None = None,
                        nonlin: Type[nn.Module] | None = nn.ReLU, nonlin_kwargs: dict | None = None,
                        decoder_channels: int = 32, se_reduction: int = 16,
-                       stem_stride: int = 4) -> tuple[dict, list[str]]:
+                       stem_stride: int = 4, edge_head: bool = False) -> tuple[dict, list[str]]:
     """``(arch_kwargs, _kw_requires_import)`` for a plans ``architecture`` block (docs/STYLE.md §3).
 
     JSON-serialisable: op types become dotted names that ``pydoc.locate`` resolves.
     Defaults: BatchNorm (eps 1e-5, momentum 0.1, affine), ReLU(inplace=True), as in HRNet.
-    ``strides`` is :func:`deep_supervision_strides` for the chosen head.
+    ``strides`` is :func:`deep_supervision_strides` for the chosen head. ``edge_head`` is written only
+    when on, so the plans of every other AHRNet stay as they were.
     """
     from nnunet_ulseg.networks.configs import resolve_hrnet_config
     kwargs = {
@@ -112,6 +113,8 @@ def ahrnet_arch_kwargs(config: str | dict = "w32", decoder: bool = True, dual_at
         "stem_stride": int(stem_stride),
         "strides": deep_supervision_strides(decoder, 32 * stem_stride // 4, stem_stride),
     }
+    if edge_head:
+        kwargs["edge_head"] = True
     return kwargs, list(_KW_REQUIRES_IMPORT)
 
 
@@ -131,6 +134,12 @@ class AHRNet(nn.Module):
     :param se_reduction: SE reduction of the scale-attention branches.
     :param stem_stride: 4 (HRNet, the paper) or 2 (every branch at twice the resolution, for
         small crops; the DE decoder then has two outputs, at 1 and 1/2). See ``HRNetBackbone``.
+    :param edge_head: an E²Net-style edge head (E²Net Sec. 2.3, for the weak-label lesion trainers):
+        a second head of the decoder's kind with one output channel (``self.edge_decoder``) on the same
+        fused features; with deep supervision on its full-resolution edge logits are appended as the
+        LAST element of the output list (``[p3, p2, p1, e]``), so ``output[0]`` stays the segmentation
+        that nnU-Net's validation reads; off (inference) the output is ``p3`` alone. Default off: no
+        extra module, the state dict is unchanged.
 
     Input height and width must be multiples of ``size_divisor`` (32, or 16 with stem stride 2).
     """
@@ -141,7 +150,7 @@ class AHRNet(nn.Module):
                  nonlin_kwargs: dict | None = None, decoder: bool = True, dual_attention: bool = True,
                  scale_attention: bool = True, deep_supervision: bool = False,
                  strides: Sequence[Sequence[int]] | None = None, decoder_channels: int = 32,
-                 se_reduction: int = 16, stem_stride: int = 4):
+                 se_reduction: int = 16, stem_stride: int = 4, edge_head: bool = False):
         super().__init__()
         if not (isinstance(conv_op, type) and issubclass(conv_op, nn.Conv2d)):
             raise ValueError(f"AHRNet is 2D only: conv_op must be nn.Conv2d, got {conv_op!r}")
@@ -172,6 +181,11 @@ class AHRNet(nn.Module):
         else:
             self.decoder = BaselineHead(conv_op, width, self.num_classes, self.encoder.output_strides[0],
                                         deep_supervision=deep_supervision)
+        self.use_edge_head = bool(edge_head)
+        if edge_head:
+            self.edge_decoder = (DEDecoder(conv_op, width, 1, decoder_channels, **ops,
+                                           levels=_decoder_levels(stem_stride)[0]) if decoder
+                                 else BaselineHead(conv_op, width, 1, self.encoder.output_strides[0]))
 
     def _check_size(self, x: torch.Tensor) -> None:
         if x.ndim != 4:
@@ -182,7 +196,11 @@ class AHRNet(nn.Module):
 
     def forward(self, x: torch.Tensor):
         self._check_size(x)
-        return self.decoder(self.attention(self.fusion(self.encoder(x))))
+        feats = self.attention(self.fusion(self.encoder(x)))
+        out = self.decoder(feats)
+        if self.use_edge_head and self.decoder.deep_supervision:
+            out = list(out) + [self.edge_decoder(feats)]
+        return out
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
         """Elements (batch 1) of all conv/deconv outputs, the fused map and the DA attention maps."""
@@ -193,6 +211,8 @@ class AHRNet(nn.Module):
         total += self.fusion.compute_conv_feature_map_size(quarter)
         if isinstance(self.attention, DualAttention):
             total += self.attention.compute_conv_feature_map_size(quarter)
+        if self.use_edge_head:
+            total += self.edge_decoder.compute_conv_feature_map_size(quarter)
         return total + self.decoder.compute_conv_feature_map_size(quarter)
 
     @staticmethod
