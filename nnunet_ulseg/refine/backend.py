@@ -165,8 +165,11 @@ class NNUNetBackend:
         self._run(args)
 
     def predict(self, dataset: str, folds: Sequence[int], input_dir: Path, output_dir: Path,
-                num_parts: int = 1, part_id: int = 0) -> None:
+                num_parts: int = 1, part_id: int = 0, save_probabilities: bool = False) -> None:
         """``nnUNetv2_predict`` of ``input_dir`` with the model (ensemble) of ``folds``.
+
+        ``save_probabilities`` adds ``--save_probabilities`` (a ``<case>.npz`` with the softmax
+        beside each segmentation; ``ulseg propagate`` builds its trimaps from it).
 
         Mirroring TTA is on unless ``tta`` is False, as in nnUNetv2_predict (on a 2D model it
         is 4 forward passes per patch: callers that need speed or comparability pass False).
@@ -177,6 +180,8 @@ class NNUNetBackend:
                 "-npp", str(self.num_processes), "-nps", str(self.num_processes)]
         if not self.tta:
             args.append("--disable_tta")
+        if save_probabilities:
+            args.append("--save_probabilities")
         if num_parts > 1:
             args += ["-num_parts", str(num_parts), "-part_id", str(part_id)]
         self._run(args)

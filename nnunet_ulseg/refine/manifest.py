@@ -91,7 +91,7 @@ class Manifest:
 
     # -- creation and argument checks -------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike, arguments: dict) -> "Manifest":
+    def open(cls, path: str | os.PathLike, arguments: dict, tool: str = "ulseg refine") -> "Manifest":
         """Load the manifest at ``path`` (checking ``arguments`` against it) or start a new one.
 
         A larger ``rounds`` than recorded is accepted and recorded; anything else that
@@ -100,7 +100,7 @@ class Manifest:
         """
         path = Path(path)
         if not path.exists():
-            manifest = cls(path, {"format": FORMAT, "tool": "ulseg refine", "arguments": dict(arguments),
+            manifest = cls(path, {"format": FORMAT, "tool": tool, "arguments": dict(arguments),
                                   "rounds": {}, "steps": {}, "in_progress": None})
             manifest.save()
             return manifest

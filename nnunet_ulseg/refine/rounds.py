@@ -180,9 +180,10 @@ def paths_from_environ(environ: dict[str, str] | None = None) -> NNUNetPaths:
                           "(see README, 'nnU-Net environment')") from None
 
 
-def work_dir_name(trainer: str, plans: str, configuration: str, fold: int | None, cross_val: bool) -> str:
-    """``ulseg_refine_<trainer>__<plans>__<configuration>_fold<F>`` (or ``_crossval``)."""
-    return f"ulseg_refine_{trainer}__{plans}__{configuration}_" + ("crossval" if cross_val else f"fold{fold}")
+def work_dir_name(trainer: str, plans: str, configuration: str, fold: int | None, cross_val: bool,
+                  prefix: str = "ulseg_refine") -> str:
+    """``<prefix>_<trainer>__<plans>__<configuration>_fold<F>`` (or ``_crossval``); prefix ``ulseg_refine``."""
+    return f"{prefix}_{trainer}__{plans}__{configuration}_" + ("crossval" if cross_val else f"fold{fold}")
 
 
 def refine(dataset: int | str, trainer: str, *, paths: NNUNetPaths | None = None, backend=None,
@@ -205,7 +206,19 @@ class _Step:
 
 
 class Refinement:
-    """One refinement run over the nnU-Net folders ``paths``."""
+    """One refinement run over the nnU-Net folders ``paths``.
+
+    Class attributes a subclass may change (``ulseg propagate`` does, WSSS Algorithm 1
+    numbers its models from 0): ``FIRST_ROUND`` (the user's dataset), ``WORK_PREFIX`` and
+    ``LOG_NAME`` (work folder and log file names).
+    """
+
+    FIRST_ROUND = 1
+    TOOL = "ulseg refine"
+    WORK_PREFIX = "ulseg_refine"
+    LOG_NAME = "refine.log"
+    #: nnUNetv2_predict --save_probabilities for the training-case predictions
+    SAVE_PROBABILITIES = False
 
     def __init__(self, paths: NNUNetPaths, config: RefineConfig, backend=None,
                  echo: Callable[[str], None] | None = print):
@@ -217,9 +230,9 @@ class Refinement:
         self.ending = RawDataset(self.base_raw).file_ending
         self.cases = training_cases(self.base_raw)
         self.work = paths.results / self.base / work_dir_name(config.trainer, config.plans, config.configuration,
-                                                              config.folds[0], config.cross_val)
+                                                              config.folds[0], config.cross_val, self.WORK_PREFIX)
         self.manifest_path = self.work / "manifest.json"
-        self.log = self.work / "refine.log"
+        self.log = self.work / self.LOG_NAME
         self.device = config.device or default_device()
         self.backend = backend or NNUNetBackend(paths, config.configuration, config.trainer, config.plans,
                                                 self.device, config.num_processes, self.log, config.checkpoint,
@@ -233,7 +246,7 @@ class Refinement:
 
     # -- layout ------------------------------------------------------------------------
     def dataset_name(self, r: int) -> str:
-        if r == 1:
+        if r == self.FIRST_ROUND:
             return self.base
         entry = self.manifest.round(r) if self.manifest else None
         if entry is None:
@@ -258,6 +271,10 @@ class Refinement:
         splits = read_json(self.paths.splits_file(self.base))
         return [(k, sorted(splits[k]["val"]), root / f"fold{k}") for k in range(NUM_FOLDS)]
 
+    def prediction_input(self, r: int) -> Path:
+        """The folder of images that round r's model predicts for the next round: the round's ``imagesTr``."""
+        return self.paths.raw / self.dataset_name(r) / "imagesTr"
+
     def _rel(self, path: Path) -> str:
         return Path(os.path.relpath(path, self.paths.results)).as_posix()
 
@@ -273,8 +290,8 @@ class Refinement:
         with coordinator_lock(self.work / "coordinator.lock"):
             if self.manifest_path.exists():
                 self._check_postprocess(Manifest.read(self.manifest_path))
-            m = self.manifest = Manifest.open(self.manifest_path, self.arguments)
-            for r in sorted(int(k) for k in m.data["rounds"] if int(k) > 1):
+            m = self.manifest = Manifest.open(self.manifest_path, self.arguments, self.TOOL)
+            for r in sorted(int(k) for k in m.data["rounds"] if int(k) > self.FIRST_ROUND):
                 self._check_reservation(r)
             interrupted = (m.in_progress or {}).get("step")
             steps = self.steps()
@@ -289,13 +306,17 @@ class Refinement:
                 start = time.perf_counter()
                 info = step.run(redo) or {}
                 m.finish(step.name, time.perf_counter() - start, info)
-            report = build_report(m.data, self.paths.raw, self.work, self.cfg.truth, self.cfg.ref_format)
-            write_report(report, self.work / "refine_report.json")
-            self.say(format_report(report))
-            if self.cfg.postprocess != "none":
-                self.say(f"  predictions post-processed with --postprocess {self.cfg.postprocess} before the round "
-                         "updates and the test scores")
-            return RefineResult(self.work, self.manifest_path, "coordinator", report=report)
+            return RefineResult(self.work, self.manifest_path, "coordinator", report=self.report())
+
+    def report(self) -> dict:
+        """Write ``refine_report.json`` from the finished manifest, print the table, return the report."""
+        report = build_report(self.manifest.data, self.paths.raw, self.work, self.cfg.truth, self.cfg.ref_format)
+        write_report(report, self.work / "refine_report.json")
+        self.say(format_report(report))
+        if self.cfg.postprocess != "none":
+            self.say(f"  predictions post-processed with --postprocess {self.cfg.postprocess} before the round "
+                     "updates and the test scores")
+        return report
 
     def steps(self) -> list[_Step]:
         """Every step of this run in order (finished ones included)."""
@@ -357,11 +378,11 @@ class Refinement:
         finds them done instead of running ``nnUNetv2_plan_and_preprocess`` over them again.
         """
         c, info = self.cfg, {}
-        self.manifest.set_round(1, dataset_id=dataset_id_of(self.base), dataset_name=self.base)
+        self.manifest.set_round(self.FIRST_ROUND, dataset_id=dataset_id_of(self.base), dataset_name=self.base)
         pre = self.paths.preprocessed / self.base
         with shared_lock(self.paths.results / self.base / ".ulseg_refine_round1.lock",
                          f"another ulseg refine run preparing {self.base}", self.say):
-            if not all((self.fold_dir(1, k) / "checkpoint_final.pth").exists() for k in c.folds):
+            if not all((self.fold_dir(self.FIRST_ROUND, k) / "checkpoint_final.pth").exists() for k in c.folds):
                 plans_file = pre / f"{c.plans}.json"
                 if not plans_file.exists():
                     if c.plans != "nnUNetPlans":
@@ -400,12 +421,12 @@ class Refinement:
         if not sidecar.exists():
             raise RefineError(f"--cross-val groups folds by patient, but {sidecar} is missing")
         splits = crossval_splits(self.cases, patients_from_sidecar(sidecar))
-        trained = [k for k in range(NUM_FOLDS) if self.fold_dir(1, k).exists()]
+        trained = [k for k in range(NUM_FOLDS) if self.fold_dir(self.FIRST_ROUND, k).exists()]
         if trained:
             raise RefineError(
                 f"--cross-val needs folds 0-{NUM_FOLDS - 1} trained on a patient-grouped 5-fold split, but "
                 f"{target} is not one and fold(s) {trained} of {self.cfg.trainer} were already trained on it "
-                f"({self.fold_dir(1, trained[0]).parent}); move them away or run without --cross-val")
+                f"({self.fold_dir(self.FIRST_ROUND, trained[0]).parent}); move them away or run without --cross-val")
         if target.exists() and not (pre / CROSSVAL_BACKUP).exists():
             shutil.copy2(target, pre / CROSSVAL_BACKUP)
         write_json_atomic(target, splits)
@@ -431,7 +452,7 @@ class Refinement:
         final = fold_dir / "checkpoint_final.pth"
         moved: list[str] = []
         checked = False
-        if r == 1 and final.exists():
+        if r == self.FIRST_ROUND and final.exists():
             broken = self._set_aside_broken(fold_dir, r, fold, keep_in_place=not redo)
             checked = True
             if not broken:
@@ -445,7 +466,7 @@ class Refinement:
                     f"or move the folder away, then re-run.")
             moved += [self._rel(target) for _, target in broken]
         if fold_dir.exists():
-            if r == 1 and not redo:
+            if r == self.FIRST_ROUND and not redo:
                 raise RefineError(
                     f"{fold_dir} exists without checkpoint_final.pth: a training of round 1 is unfinished or still "
                     f"running. Finish it (nnUNetv2_train ... --c) or move the folder away, then re-run.")
@@ -453,7 +474,7 @@ class Refinement:
                 moved += [self._rel(target) for _, target in self._set_aside_broken(fold_dir, r, fold, False)]
             shutil.rmtree(fold_dir)
         pretrained = None
-        if self.cfg.init_from_previous and r > 1:
+        if self.cfg.init_from_previous and r > self.FIRST_ROUND:
             pretrained = self.fold_dir(r - 1, fold) / "checkpoint_final.pth"
         self.backend.train(self.dataset_name(r), fold, pretrained)
         if not final.exists():
@@ -534,7 +555,7 @@ class Refinement:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         mine = part_cases(cases, c.part_id, c.num_parts)
-        raw_images = self.paths.raw / self.dataset_name(r) / "imagesTr"
+        raw_images = self.prediction_input(r)
         if c.cross_val:
             source = job / f"input_part{c.part_id}of{c.num_parts}"
             if source.exists():
@@ -548,7 +569,8 @@ class Refinement:
         else:
             source = raw_images
         if mine:
-            self.backend.predict(self.dataset_name(r), [fold], source, folder, c.num_parts, c.part_id)
+            self.backend.predict(self.dataset_name(r), [fold], source, folder, c.num_parts, c.part_id,
+                                 **({"save_probabilities": True} if self.SAVE_PROBABILITIES else {}))
         absent = [case for case in mine if not (folder / f"{case}{self.ending}").exists()]
         if absent:
             raise RefineError(f"nnUNetv2_predict left {len(absent)} case(s) of part {c.part_id} unpredicted in "
@@ -578,8 +600,8 @@ class Refinement:
             f"id. Its dataset is left as it is; move this run's folder {self.work} away and re-run to start this "
             "run over with ids of its own")
 
-    def _build(self, r: int) -> dict:
-        """Round r's raw dataset from round r-1's predictions."""
+    def _round_entry(self, r: int) -> dict:
+        """Round r's dataset id and name from the manifest, reserved (and recorded) first if new; clashes refused."""
         m, prev = self.manifest, r - 1
         entry = m.round(r)
         if entry is None:
@@ -596,6 +618,12 @@ class Refinement:
         if clash:
             raise RefineError(f"dataset id {entry['dataset_id']}, recorded for round {r} in {m.path}, is now also "
                               f"used by {clash[0]}; nnU-Net needs unique ids: move that dataset away")
+        return entry
+
+    def _build(self, r: int) -> dict:
+        """Round r's raw dataset from round r-1's predictions."""
+        m, prev = self.manifest, r - 1
+        entry = self._round_entry(r)
         target = self.paths.raw / entry["dataset_name"]
         for stale in (target, target.with_name(f".{target.name}.partial")):
             if stale.exists():
@@ -684,7 +712,8 @@ class Refinement:
     def _next_round_for_part(self) -> int | None:
         """The first round whose training-case predictions still need this part."""
         m, c = self.manifest, self.cfg
-        for r in range(1, max(c.rounds, m.arguments["rounds"])):
+        first = self.FIRST_ROUND
+        for r in range(first, first + max(c.rounds, m.arguments["rounds"]) - 1):
             if m.is_done(f"predict_{r}"):
                 continue
             if self._trained(r):
