@@ -3,7 +3,8 @@
 ``nnUNetTrainerCoSeg``: CoSegNet with CSA attention (SE channel + mean spatial, the paper's
 default and best), SGD poly (Sec. 2.4).  ``...Adam``: the paper's Adam row (lr 1e-5).
 Table 3's attention rows: ``...SEASPP`` (CA = SE, SA = ASPP), ``...ECA`` (CA = ECA, SA =
-MSA), ``...ECAASPP`` (CA = ECA, SA = ASPP), ``...DANet`` (CSA = DANet).  ``_Nepochs`` are
+MSA), ``...ECAASPP`` (CA = ECA, SA = ASPP), ``...DANet`` (CSA = DANet); ``...None``: no
+co-attention (the pair never interacts), the ablation of co-segmentation itself.  ``_Nepochs`` are
 short schedules (``_1epochs`` for tests).  Pseudo masks: convert with ``--pseudo grabcut``
 (the paper's GrabCut masks) or ``--pseudo ellipse``; see
 :mod:`nnunet_ulseg.training.coseg`.
@@ -20,7 +21,7 @@ class nnUNetTrainerCoSegAdam(nnUNetTrainerCoSeg):
 
 
 class nnUNetTrainerCoSegSEASPP(nnUNetTrainerCoSeg):
-    coseg_attention = "se_aspp"
+    coseg_attention = "aspp"
 
 
 class nnUNetTrainerCoSegECA(nnUNetTrainerCoSeg):
@@ -33,6 +34,11 @@ class nnUNetTrainerCoSegECAASPP(nnUNetTrainerCoSeg):
 
 class nnUNetTrainerCoSegDANet(nnUNetTrainerCoSeg):
     coseg_attention = "danet"
+
+
+class nnUNetTrainerCoSegNone(nnUNetTrainerCoSeg):
+    """No co-attention: the Siamese network whose two images never interact (the ablation of the pairing)."""
+    coseg_attention = "none"
 
 
 class nnUNetTrainerCoSeg_1epochs(nnUNetTrainerCoSeg):
@@ -60,4 +66,8 @@ class nnUNetTrainerCoSegECAASPP_10epochs(nnUNetTrainerCoSegECAASPP):
 
 
 class nnUNetTrainerCoSegDANet_10epochs(nnUNetTrainerCoSegDANet):
+    short_num_epochs = 10
+
+
+class nnUNetTrainerCoSegNone_10epochs(nnUNetTrainerCoSegNone):
     short_num_epochs = 10
