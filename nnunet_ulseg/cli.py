@@ -21,10 +21,13 @@ class UserError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     from nnunet_ulseg.conversion.cli import add_convert_parser
     from nnunet_ulseg.conversion.uls23_cli import add_uls23_parser
+    from nnunet_ulseg.coseg.cli import add_coseg_pairs_parser, add_coseg_predict_parser
     from nnunet_ulseg.demo.cli import add_make_sample_parser
     from nnunet_ulseg.evaluation.cli import add_evaluate_parser, add_measure_parser
     from nnunet_ulseg.evaluation.response_cli import add_response_parser
     from nnunet_ulseg.refine.cli import add_refine_parser
+    from nnunet_ulseg.propagate.cli import add_propagate_parser
+    from nnunet_ulseg.segment.cli import add_segment_parser
     from nnunet_ulseg.workflow.cli import add_demo_parser
     from nnunet_ulseg.workflow.postprocess_cli import add_postprocess_parser
     from nnunet_ulseg.workflow.trainers_cli import add_trainers_path_parser
@@ -44,9 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_measure_parser(sub)
     add_response_parser(sub)
     add_refine_parser(sub)
+    add_coseg_pairs_parser(sub)
+    add_coseg_predict_parser(sub)
+    add_propagate_parser(sub)
     add_postprocess_parser(sub)
     add_demo_parser(sub)
     add_trainers_path_parser(sub)
+    add_segment_parser(sub)
     return parser
 
 
