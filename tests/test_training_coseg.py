@@ -77,3 +77,84 @@ def test_loader_pairs_a_lone_lesion_with_itself_and_refuses_odd_batches(tmp_path
         _loader(dataset, clusters, batch_size=3)
     with pytest.raises(ValueError, match="no cluster for 1 case"):
         _loader(dataset, {"c00": 0, "c01": 0})
+
+
+# ---------------------------------------------------------------------------------------- trainers in-process
+NAMES = {  # name -> (attention, optimiser, decoder, multi-grid)
+    "nnUNetTrainerCoSeg": ("csa", "sgd", "d2", (2, 4, 8)), "nnUNetTrainerCoSegAdam": ("csa", "adam", "d2", (2, 4, 8)),
+    "nnUNetTrainerCoSegSEASPP": ("aspp", "sgd", "d2", (2, 4, 8)), "nnUNetTrainerCoSegECA": ("eca", "sgd", "d2", (2, 4, 8)),
+    "nnUNetTrainerCoSegECAASPP": ("eca_aspp", "sgd", "d2", (2, 4, 8)),
+    "nnUNetTrainerCoSegDANet": ("danet", "sgd", "d2", (2, 4, 8)), "nnUNetTrainerCoSegNone": ("none", "sgd", "d2", (2, 4, 8)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_trainer_names_mean_what_they_say(nnunet_env, name):
+    from test_trainers_inprocess import find
+
+    for suffix, epochs in (("", None), ("_10epochs", 10)):
+        cls = find(name + suffix)
+        assert (cls.coseg_attention, cls.coseg_optimizer, cls.coseg_decoder, cls.coseg_multi_grid) == NAMES[name]
+        assert cls.short_num_epochs == epochs and cls.seg_loss == "dice_ce"
+        kwargs, _ = cls.arch_kwargs()
+        assert kwargs["attention"] == NAMES[name][0] and kwargs["norm_op"].endswith("InstanceNorm2d")
+    assert find("nnUNetTrainerCoSeg_1epochs").short_num_epochs == 1
+
+
+def _pair_batch(seed=0):
+    """Two pairs (4 images of 64 x 64): a lesion square (1) with an ignore band (2) in each."""
+    g = torch.Generator().manual_seed(seed)
+    data = torch.randn(4, 1, 64, 64, generator=g)
+    target = torch.zeros(4, 1, 64, 64)
+    target[:, :, 16:44, 16:44] = 2
+    target[:, :, 20:40, 20:40] = 1
+    data[target == 1] += 2.0
+    return {"data": data, "target": target}
+
+
+def test_paper_optimisers_and_even_batch(nnunet_env):
+    plans = tiny_plans()
+    plans["configurations"]["2d"]["batch_size"] = 3
+    sgd = make_trainer("nnUNetTrainerCoSeg_1epochs", plans, coseg_depth="resnet_lite")
+    assert sgd.batch_size == 4  # 3 rounded up: whole pairs
+    group = sgd.optimizer.param_groups[0]
+    assert type(sgd.optimizer) is torch.optim.SGD
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (1e-2, 0.99, 5e-4)
+    sgd.num_epochs = 10
+    sgd.lr_scheduler.max_steps = 10
+    sgd.lr_scheduler.step(5)
+    assert group["lr"] == pytest.approx(1e-2 * (1 - 5 / 10) ** 0.9)  # Sec. 2.4's poly
+    adam = make_trainer("nnUNetTrainerCoSegAdam", coseg_depth="resnet_lite")
+    group = adam.optimizer.param_groups[0]
+    assert type(adam.optimizer) is torch.optim.Adam and (group["lr"], group["weight_decay"]) == (1e-5, 5e-4)
+    adam.lr_scheduler.step(700)
+    assert group["lr"] == pytest.approx(1e-5)  # constant: the paper gives Adam no schedule
+    assert adam.batch_size == 2 and adam.enable_deep_supervision is False
+
+
+def test_loss_masks_ignore_and_every_parameter_gets_a_gradient(nnunet_env):
+    trainer = make_trainer("nnUNetTrainerCoSeg_1epochs", coseg_depth="resnet_lite")
+    batch = _pair_batch()
+    target = batch["target"]
+    logits = torch.randn(4, 2, 64, 64, generator=torch.Generator().manual_seed(1))
+    base = trainer.loss(logits, target)
+    assert torch.isfinite(base) and float(trainer.loss(logits, target)) == float(base)  # no state between calls
+    changed = logits.clone()
+    changed[:, :, (target[0, 0] == 2)] += 5.0  # only ignore pixels
+    assert float(trainer.loss(changed, target)) == pytest.approx(float(base), abs=1e-6)
+    changed = logits.clone()
+    changed[:, :, (target[0, 0] == 0)] += 5.0 * torch.tensor([-1.0, 1.0])[:, None]  # background -> lesion
+    assert float(trainer.loss(changed, target)) > float(base) + 0.1
+    # one real nnU-Net train step: every parameter is used (DDP's find_unused_parameters=False) and finite
+    trainer.on_train_epoch_start()
+    out = trainer.train_step(batch)
+    assert np.isfinite(out["loss"])
+    params = [p for p in trainer.network.parameters() if p.requires_grad]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params)
+    assert params[0].grad.abs().sum() > 0
+    # nnU-Net's predictor feeds single tiles: the network pairs them with themselves
+    assert trainer.network.self_pair_when_odd is True
+    with torch.no_grad():
+        trainer.network.eval()
+        single = trainer.network(batch["data"][:1])
+        assert torch.allclose(single, trainer.network(batch["data"][[0, 0]])[:1], atol=1e-5)

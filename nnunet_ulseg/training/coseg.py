@@ -17,7 +17,11 @@
 * **Network**: CoSegNet (``nnunet_ulseg.networks.coseg``) built by
   ``build_network_architecture``, which nnU-Net's predictor also calls; at inference it
   pairs an unpaired image with itself (``self_pair_when_odd``), which is what
-  ``nnUNetv2_predict`` and nnU-Net's final validation get.  ``ulseg coseg-predict`` pairs
+  ``nnUNetv2_predict`` and nnU-Net's final validation get.  InstanceNorm (affine), nnU-Net's
+  choice, instead of the ResNet's BatchNorm, for the reason given in
+  :mod:`~nnunet_ulseg.training.ahrnet` (nnU-Net's small 2d batches; eval-mode BatchNorm
+  statistics lag the weights early in training); DRN-MG encoder and decoder D2 (the
+  paper's best rows) unless a variant says otherwise.  ``ulseg coseg-predict`` pairs
   each lesion with its nearest training lesions instead (Sec. 2.2 inference).  One output,
   no deep supervision (the paper's decoders D1/D2 have one).
 * **Loss**: the paper names none.  nnU-Net's Dice + CE with the ignore label (the
@@ -92,6 +96,10 @@ class nnUNetTrainerCoSegBase(nnUNetTrainerWeak):
     coseg_attention: str = "csa"
     #: CoSegNet's encoder depth (the paper's ResNet-101 is too slow for CPUs; named in the network)
     coseg_depth: str = "resnet26"
+    #: "d2" (DeepLabv3+-style with low-level features, Tables 2-3's best) or "d1" (Table 1)
+    coseg_decoder: str = "d2"
+    #: last-stage dilations: (2, 4, 8) = DRN-MG (the paper's best), None = DRN
+    coseg_multi_grid: tuple | None = (2, 4, 8)
     #: "sgd" (poly, Sec. 2.4, the paper's best) or "adam"
     coseg_optimizer: str = "sgd"
 
@@ -111,7 +119,9 @@ class nnUNetTrainerCoSegBase(nnUNetTrainerWeak):
     def arch_kwargs(cls) -> tuple[dict, list[str]]:
         from nnunet_ulseg.networks.coseg import coseg_arch_kwargs
 
-        return coseg_arch_kwargs(depth=cls.coseg_depth, attention=cls.coseg_attention)
+        return coseg_arch_kwargs(depth=cls.coseg_depth, attention=cls.coseg_attention, decoder=cls.coseg_decoder,
+                                 multi_grid=cls.coseg_multi_grid, norm_op=torch.nn.InstanceNorm2d,
+                                 norm_op_kwargs={"eps": 1e-5, "affine": True})
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
@@ -123,15 +133,10 @@ class nnUNetTrainerCoSegBase(nnUNetTrainerWeak):
         kwargs, requires_import = cls.arch_kwargs()
         net = get_network_from_plans(NETWORK_CLASS_NAME, kwargs, requires_import, num_input_channels,
                                      num_output_channels, allow_init=True)
-        # inference (nnUNetv2_predict, final validation) tiles one image at a time: pair it with itself
-        net.self_pair_when_odd = not enable_deep_supervision
+        # nnU-Net's predictor (nnUNetv2_predict, the final validation) feeds one tile at a time: pair it
+        # with itself.  Training batches are always whole pairs (PairDataLoader refuses odd batch sizes).
+        net.self_pair_when_odd = True
         return net
-
-    def set_deep_supervision_enabled(self, enabled: bool):
-        """CoSegNet has one output; only the unpaired-image rule follows the switch (validation = inference)."""
-        net = self.network.module if self.is_ddp else self.network
-        net = getattr(net, "_orig_mod", net)
-        net.self_pair_when_odd = not enabled
 
     def _get_deep_supervision_scales(self):
         return None
