@@ -260,3 +260,25 @@ def test_ellipse_baseline_follows_the_3d_recist_estimate_on_a_sphere(tmp_path, c
     assert by["ellipse"]["dice_3d"] > 0.85
     assert by["ellipse"]["ref_volume_mm3"] == pytest.approx(sum(m.sum() for m in truth.values()) * 2.0)
     assert "ellipse" in result.table.splitlines()[2]  # the ellipse row first
+
+
+def test_volume_reference_scores_like_the_sample(data):
+    """The same truth as label volumes named by their slice range: per-lesion file and a shared series volume."""
+    import SimpleITK as sitk
+
+    ref = data["root"] / "volumes"
+    ref.mkdir()
+    a = np.stack([data["a"].get(i, np.zeros((SIZE, SIZE), bool)) for i in range(FIRST, LAST + 1)]).astype(np.uint8)
+    sitk.WriteImage(sitk.GetImageFromArray(a), str(ref / f"A_{FIRST}-{LAST}.nii.gz"))
+    b = np.zeros_like(a)
+    b[1:7, 24:26, 14:16] = 3  # lesion B as instance 3 of its series' shared volume, slices 9..14
+    b[2, 0:2, 0:2] = 5  # another lesion of that series, elsewhere
+    sitk.WriteImage(sitk.GetImageFromArray(b), str(ref / f"000002_01_01_{FIRST}-{LAST}.nii.gz"))
+    kw = dict(progress=False)
+    from_sample = evaluate_3d([data["pred"]], data["sample"], data["sidecar"], data["root"] / "s", **kw)
+    from_volume = evaluate_3d([data["pred"]], ref, data["sidecar"], data["root"] / "v", ref_format="auto", **kw)
+    assert from_volume.summary["reference"]["kind"] == "volume"
+    for x, y in zip(from_sample.records, from_volume.records):
+        assert x["case"] == y["case"] and x["dice_3d"] == pytest.approx(y["dice_3d"])
+        assert x["ref_volume_total_mm3"] == pytest.approx(y["ref_volume_total_mm3"]) and x["complete"] == y["complete"]
+    assert "instance 3" in from_volume.records[1]["ref_source"]

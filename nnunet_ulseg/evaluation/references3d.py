@@ -22,7 +22,9 @@ there is none.  The kinds (``--ref-format``):
      :func:`~.references.base.lesion_in_slice` (instance under the RECIST mark, or the
      components its axes cross) and followed through the volume: the same instance id
      for an instance map, else the 26-connected 3D components that hold the key-slice
-     choice.  A lesion that touches another one in 3D cannot be separated (as in 2D).
+     choice.  Whether the file is an instance map is decided on the whole volume
+     (:func:`~.references.base.looks_like_instance_map`), since a key slice may show one
+     instance only.  A lesion that touches another one in 3D cannot be separated (as in 2D).
 
   Foreground: ``> 0.5`` for float arrays, ``> 0`` for integers
   (:func:`~nnunet_ulseg.evaluation.label_io.foreground`).
@@ -168,11 +170,12 @@ class VolumeReference3D(Reference3D):
             if first <= row.key_slice <= last:
                 array = self._read(path, first, last, row)
                 z = row.key_slice - first
-                chosen = lesion_in_slice(array[z], row, f"{path} z={z}")
+                instances = looks_like_instance_map(array)  # decided on the whole volume, not one slice
+                chosen = lesion_in_slice(array[z], row, f"{path} z={z}", "instance" if instances else "binary")
                 if chosen.mask is None:
                     return RefVolume(None, first, str(path), chosen.reason)
                 fg = foreground(array)
-                if looks_like_instance_map(array[z]):
+                if instances:
                     value = np.unique(array[z][chosen.mask])[0]
                     return RefVolume(array == value, first, f"{path} (instance {value.item()})")
                 labels, _ = ndimage.label(fg, structure=_FULL)
