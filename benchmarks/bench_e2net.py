@@ -1,0 +1,296 @@
+"""E²Net Table 3 at an equal CPU budget: the two-stage liver/tumour rows on a generated LiTS sample.
+
+The paper's Table 3 (Sec. 3, "Ablation Study") scores, on LiTS validation volumes, the first
+stage alone and the second-stage configurations Baseline (R2UNet), + edge, + dist, + edge +
+DCFF and + dist + DCFF (= E²Net), as liver and tumour Dice per case.  Here:
+
+1. a LiTS-format sample is generated (``--cases``, ``--seed``, ``--image-size``;
+   :func:`nnunet_ulseg.demo.lits.make_lits_sample`) and converted by ``ulseg convert-lits``
+   with each ``--normalisation`` asked for (``window``, the paper's HU window, and/or ``ct``,
+   nnU-Net's CT normalisation: two dataset pairs, measured side by side);
+2. ``nnUNetv2_plan_and_preprocess`` plans both datasets; stage 1 is trained once per
+   normalisation, then every stage-2 row, plus nnU-Net's own default trainer
+   (``nnUNetTrainerULSeg_10epochs``: ``nnUNetTrainer`` with region labels, Dice + BCE, its
+   own U-Net, only the schedule shortened) on the same stage-2 dataset;
+3. every trainer runs the same schedule, ``--epochs`` x ``--iterations`` (the environment
+   variables ``ULSEG_SHORT_EPOCHS`` / ``ULSEG_SHORT_ITERATIONS`` that every ``_Nepochs``
+   trainer obeys, as ``bench_weak.py`` does), so the rows differ in network and loss only;
+4. ``ulseg liver-tumour`` (the stage-1 model of the same normalisation, then the row's stage-2
+   model) segments the sample's test volumes, in their own geometry, and
+   :func:`nnunet_ulseg.evaluation.lits.evaluate_lits_folder` scores them against the
+   converter's ``referencesTs`` with the LiTS protocol: liver and tumour Dice per case and
+   global, tumour burden RMSE.  The "1st stage" row is stage 1's liver alone (largest
+   component, written by ``liver-tumour --save-stage1``): liver only, as in the paper.
+
+The table prints each row with its differences from the Baseline row (which rows beat it, by
+how much) and its ratios to nnU-Net's default (Dice: row / default, higher is better; RMSE:
+row / default, lower is better).  Rows are saved to ``bench_e2net.json`` as soon as each is
+scored; re-running with the same ``--keep`` folder and settings continues where a stopped run
+ended (trained models and predictions are reused).  Backbone: the ``Lite`` trainers
+(``res2net_lite``, networks/res2net.py), since the full Res2Net-50 rows do not train on a CPU in
+a benchmark's time; all rows use the same backbone.  Long: run it by hand, not in CI::
+
+    python benchmarks/bench_e2net.py --cases 24 --epochs 20 --iterations 25 --normalisation window ct
+
+Smoke run (end to end in a few minutes): ``--cases 3 --epochs 1 --iterations 2 --image-size 96``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _nnunet_setup import temp_root
+from nnunet_ulseg.cli_args import help_text
+
+STAGE1 = ("1st stage", "nnUNetTrainerR2UNetLiverLite_10epochs")
+#: Table 3's second-stage rows (the paper's names) -> trainer; then nnU-Net's default for the ratios.
+ROWS = {
+    "Baseline (2nd stage)": "nnUNetTrainerE2NetBaselineLite_10epochs",
+    "Baseline + edge": "nnUNetTrainerE2NetEdgeLite_10epochs",
+    "Baseline + dist": "nnUNetTrainerE2NetDistLite_10epochs",
+    "Baseline + edge + DCFF": "nnUNetTrainerE2NetEdgeDCFFLite_10epochs",
+    "Baseline + dist + DCFF (E2Net)": "nnUNetTrainerE2NetLite_10epochs",
+}
+DEFAULT_ROW = ("nnU-Net default (nnUNetTrainer)", "nnUNetTrainerULSeg_10epochs")
+BASELINE = "Baseline (2nd stage)"
+DATASET_ID = 931
+SETTINGS = ("cases", "seed", "image_size", "epochs", "iterations", "pad", "test_pad", "tta")
+METRICS = (("liver", "dice_per_case"), ("tumour", "dice_per_case"), ("liver", "dice_global"),
+           ("tumour", "dice_global"))
+
+
+def _run(args, env, what: str) -> str:
+    proc = subprocess.run([str(a) for a in args], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout + proc.stderr
+
+
+class Results:
+    """Rows scored so far, saved after each one; a rerun with other settings in the same folder is refused."""
+
+    def __init__(self, path: Path, settings: dict):
+        self.path, self.settings, self.rows = path, settings, {}
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved.get("settings") != settings:
+                raise SystemExit(f"{path} holds a run with settings {saved.get('settings')}, not {settings}; "
+                                 "use another --keep folder")
+            self.rows = saved["rows"]
+
+    def add(self, key: str, score) -> dict:
+        if key not in self.rows:
+            t = time.perf_counter()
+            row = score()
+            row["seconds"] = row.get("seconds", time.perf_counter() - t)
+            self.rows[key] = row
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"settings": self.settings, "rows": self.rows}, indent=1))
+            tmp.replace(self.path)
+        print(f"  scored {key}: " + ", ".join(f"{o} {m} {_pct(self.rows[key].get(o, {}).get(m))}" for o, m in METRICS)
+              + f", burden RMSE {_num(self.rows[key].get('tumour_burden_rmse'))}", flush=True)
+        return self.rows[key]
+
+
+def _pct(v) -> str:
+    return "   n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:6.2f}"
+
+
+def _num(v) -> str:
+    return "   n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:6.4f}"
+
+
+def _ratio(a, b) -> str:
+    if a is None or b is None or (isinstance(a, float) and math.isnan(a)) or not b or math.isnan(b):
+        return "  n/a"
+    return f"{a / b:5.2f}"
+
+
+class Pipeline:
+    """One normalisation's datasets, trained models and two-stage predictions under the work folder."""
+
+    def __init__(self, root: Path, sample: Path, normalisation: str, dataset_id: int, args, env: dict):
+        from nnunet_ulseg.conversion.lits import stage_folders
+        from nnunet_ulseg.nnunet_layout import NNUNetPaths
+
+        self.root, self.sample, self.normalisation, self.args, self.env = root, sample, normalisation, args, env
+        self.paths = NNUNetPaths.under(root)
+        self.id1, self.id2 = dataset_id, dataset_id + 1
+        self.name = f"Bench{normalisation.capitalize()}"
+        self.d1, self.d2 = stage_folders(self.paths.raw, dataset_id, self.name)
+        self.ulseg = [sys.executable, "-m", "nnunet_ulseg.cli"]
+
+    def prepare(self) -> None:
+        """Convert (once) and plan/preprocess (once) both datasets of this normalisation."""
+        if not (self.d2 / "dataset.json").is_file():
+            _run([*self.ulseg, "convert-lits", "-i", self.sample, "-o", self.paths.raw, "-d", self.id1, "--name",
+                  self.name, "--normalisation", self.normalisation, "--pad",
+                  *self.args.pad, "--test-pad", self.args.test_pad, "--seed", self.args.seed, "--quiet", "-np",
+                  self.args.np], self.env, "convert-lits")
+        if not (self.paths.preprocessed / self.d2.name / "nnUNetPlans.json").is_file() or \
+                not (self.paths.preprocessed / self.d1.name / "nnUNetPlans.json").is_file():
+            _run([self._script("nnUNetv2_plan_and_preprocess"), "-d", self.id1, self.id2, "-c", "2d", "-np",
+                  self.args.np], self.env, "nnUNetv2_plan_and_preprocess")
+        tests = self.root / f"test_volumes_{self.normalisation}"
+        tests.mkdir(exist_ok=True)
+        for ref in sorted((self.d1 / "referencesTs").glob("*.mha")):
+            number = int(ref.name[: -len(".mha")].split("_")[-1])
+            link = tests / f"volume-{number}.nii"
+            if not link.exists():
+                link.symlink_to(self.sample / f"volume-{number}.nii")
+        self.tests = tests
+
+    @staticmethod
+    def _script(name: str) -> str:
+        from nnunet_ulseg.workflow.nnunet import console_script
+
+        return console_script(name)
+
+    def train(self, dataset_id: int, trainer: str) -> float:
+        """Train fold 0 unless its final checkpoint exists; the seconds it took (0 when reused)."""
+        name = self.d1.name if dataset_id == self.id1 else self.d2.name
+        if (self.paths.results / name / f"{trainer}__nnUNetPlans__2d" / "fold_0" / "checkpoint_final.pth").is_file():
+            return 0.0
+        t = time.perf_counter()
+        cmd = [self._script("nnUNetv2_train"), dataset_id, "2d", "0", "-tr", trainer]
+        if self.args.device:
+            cmd += ["-device", self.args.device]
+        _run(cmd, self.env, f"nnUNetv2_train {trainer}")
+        return time.perf_counter() - t
+
+    def predict(self, trainer2: str) -> Path:
+        """``ulseg liver-tumour`` on the test volumes with stage 1 and ``trainer2``; the output folder."""
+        out = self.root / f"pred_{self.normalisation}_{trainer2}"
+        if not (out / "liver_tumour_cases.csv").is_file():
+            cmd = [*self.ulseg, "liver-tumour", "-i", self.tests, "-o", out, "--stage1", self.id1, "--stage2",
+                   self.id2, "-tr1", STAGE1[1], "-tr2", trainer2, "-f", "0", "--save-stage1", "--quiet"]
+            if self.args.device:
+                cmd += ["-device", self.args.device]
+            if not self.args.tta:
+                cmd.append("--disable_tta")
+            _run(cmd, self.env, f"ulseg liver-tumour ({trainer2})")
+        return out
+
+    def score(self, pred: Path) -> dict:
+        from nnunet_ulseg.evaluation.lits import evaluate_lits_folder
+
+        _, summary = evaluate_lits_folder(pred, self.d1 / "referencesTs", pred / "lits_eval", progress=False)
+        return summary
+
+
+def _row(pipe: Pipeline, trainer: str, stage1: bool = False) -> dict:
+    seconds = pipe.train(pipe.id2, trainer)
+    t = time.perf_counter()
+    pred = pipe.predict(trainer)
+    summary = pipe.score(pred / "stage1" if stage1 else pred)
+    if stage1:  # stage 1 predicts no tumour: only its liver is a Table 3 entry
+        summary["tumour"] = {"dice_per_case": None, "dice_global": None}
+        summary["tumour_burden_rmse"] = None
+    summary["seconds"] = seconds + time.perf_counter() - t
+    summary["trainer"] = trainer
+    return summary
+
+
+def print_table(results: Results, normalisations) -> None:
+    head = (f"{'Table 3 row':34s} {'liver/case':>10s} {'tumour/case':>11s} {'liver glob':>10s} {'tumour glob':>11s} "
+            f"{'burden RMSE':>11s} {'seconds':>8s}   {'vs Baseline (Dice points, liver/tumour per case)':s}   "
+            f"{'ratio to nnU-Net default (liver, tumour, RMSE)'}")
+    for norm in normalisations:
+        rows = {k.split("|", 1)[1]: v for k, v in results.rows.items() if k.startswith(norm + "|")}
+        if not rows:
+            continue
+        print(f"\nnormalisation: {norm}\n{head}")
+        base, default = rows.get(BASELINE), rows.get(DEFAULT_ROW[0])
+        for name in (STAGE1[0], *ROWS, DEFAULT_ROW[0]):
+            r = rows.get(name)
+            if r is None:
+                continue
+            cells = " ".join(f"{_pct(r[o][m]):>{w}s}" for (o, m), w in zip(METRICS, (10, 11, 10, 11)))
+            delta = ""
+            if base is not None and name not in (BASELINE, STAGE1[0]):
+                d = [(r[o]["dice_per_case"] - base[o]["dice_per_case"]) * 100
+                     if r[o]["dice_per_case"] is not None and base[o]["dice_per_case"] is not None else math.nan
+                     for o in ("liver", "tumour")]
+                better = [o for o, v in zip(("liver", "tumour"), d) if v > 0]
+                delta = f"{d[0]:+6.2f} / {d[1]:+6.2f}" + (f" (beats it: {', '.join(better)})" if better else "")
+            ratio = ""
+            if default is not None:
+                ratio = ", ".join(_ratio(r[o]["dice_per_case"], default[o]["dice_per_case"]) for o in ("liver", "tumour"))
+                ratio += ", " + _ratio(r.get("tumour_burden_rmse"), default.get("tumour_burden_rmse"))
+            print(f"{name:34s} {cells} {_num(r.get('tumour_burden_rmse')):>11s} {r['seconds']:8.0f}   "
+                  f"{delta:48s}   {ratio}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=24, help="generated LiTS-format cases (default 24)")
+    parser.add_argument("--seed", type=int, default=0, help="sample, split and pad seed (default 0)")
+    parser.add_argument("--image-size", type=int, default=128, help="slice size of the sample in px (default 128)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of every trainer (ULSEG_SHORT_EPOCHS)")
+    parser.add_argument("--iterations", type=int, default=25, help="iterations per epoch (ULSEG_SHORT_ITERATIONS)")
+    parser.add_argument("--normalisation", nargs="+", choices=("window", "ct"), default=["window"],
+                        help="convert-lits --normalisation; several = one dataset pair and table each (default window)")
+    parser.add_argument("--pad", nargs=2, type=int, default=None, metavar=("LO", "HI"),
+                        help="convert-lits --pad for training crops (default: the paper's 10-60 px scaled to the "
+                             "sample's slice size, image-size / 512)")
+    parser.add_argument("--test-pad", type=int, default=None,
+                        help="convert-lits --test-pad (default: the middle of --pad)")
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS),
+                        help="the stage-2 rows to run (default: all five)")
+    parser.add_argument("-device", "--device", dest="device", choices=("cpu", "cuda", "mps"), default=None)
+    parser.add_argument("--tta", action="store_true", help="mirroring TTA in liver-tumour (default off: the budget "
+                                                          "is the training's)")
+    parser.add_argument("-np", "--np", dest="np", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--threads", type=int, default=None, help="ULSEG_NUM_THREADS for trainings on cpu")
+    parser.add_argument("--keep", default=None, help="work folder to keep and resume from (default: a temp folder)")
+    args = parser.parse_args()
+    if args.pad is None:
+        scale = args.image_size / 512
+        args.pad = [max(1, round(10 * scale)), max(1, round(60 * scale))]
+    if args.test_pad is None:
+        args.test_pad = (args.pad[0] + args.pad[1]) // 2
+    if args.cases < 3:
+        raise SystemExit("--cases must be at least 3 (train, validation and test cases)")
+
+    from nnunet_ulseg.demo.lits import make_lits_sample
+    from nnunet_ulseg.nnunet_layout import NNUNetPaths
+
+    root = temp_root(args.keep)
+    print(f"work folder: {root}", flush=True)
+    env = NNUNetPaths.under(root).create().environ(num_processes=args.np)
+    env.update(ULSEG_SHORT_EPOCHS=str(args.epochs), ULSEG_SHORT_ITERATIONS=str(args.iterations))
+    if args.threads:
+        env["ULSEG_NUM_THREADS"] = str(args.threads)
+    results = Results(root / "bench_e2net.json", {k: getattr(args, k) for k in SETTINGS})
+    sample = root / "lits"
+    if not (sample / "lits_sample_cases.csv").is_file():
+        if sample.exists():
+            import shutil
+
+            shutil.rmtree(sample)  # a sample stopped half-way
+        make_lits_sample(sample, n_cases=args.cases, seed=args.seed, image_size=args.image_size)
+    t0 = time.perf_counter()
+    for k, norm in enumerate(args.normalisation):
+        pipe = Pipeline(root, sample, norm, DATASET_ID + 2 * ("window", "ct").index(norm), args, env)
+        print(f"[{norm}] convert + plan/preprocess", flush=True)
+        pipe.prepare()
+        print(f"[{norm}] stage 1: {STAGE1[1]}", flush=True)
+        stage1_seconds = pipe.train(pipe.id1, STAGE1[1])
+        for name, trainer in [(n, ROWS[n]) for n in args.rows] + [DEFAULT_ROW]:
+            print(f"[{norm}] {name}: {trainer}", flush=True)
+            results.add(f"{norm}|{name}", lambda trainer=trainer: _row(pipe, trainer))
+        first = ROWS[args.rows[0]]
+        results.add(f"{norm}|{STAGE1[0]}", lambda: {**_row(pipe, first, stage1=True), "seconds": stage1_seconds})
+    print_table(results, args.normalisation)
+    print(f"\nsettings: {results.settings}; total {time.perf_counter() - t0:.0f} s (this run); rows in "
+          f"{results.path}")
+
+
+if __name__ == "__main__":
+    main()
