@@ -94,3 +94,16 @@ def test_csv_and_json_files(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="bad.json: expected a list of lesion objects"):
         read_mark_rows(tmp_path / "bad.json")
+
+
+def test_negative_world_numbers_are_values_on_the_command_line():
+    """``--recist -120.5,...`` (a world point left of the origin) is the option's value, not an unknown option."""
+    from nnunet_ulseg.cli import build_parser
+
+    numbers = "-120.5,3,-4.25,5,6,7,8,9,1,2,3,4"
+    args = build_parser().parse_args(["segment", "-i", "ct.nii.gz", "--recist", numbers, "--space", "world",
+                                      "-o", "out", "-d", "5", "-device", "cpu"])
+    assert (args.recist, args.space, args.dataset, args.device) == (numbers, "world", "5", "cpu")
+    args = build_parser().parse_args(["segment", "-i", "ct.nii.gz", "--box", "-.5,-2,-3e1,4", "--slice", "3",
+                                      "-o", "out"])
+    assert args.box == "-.5,-2,-3e1,4"

@@ -7,11 +7,13 @@ Batch: ``--manifest CSV`` instead of ``-i`` and the marks (:mod:`.scan`).  Outpu
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from nnunet_ulseg.cli_args import (add_checkpoint, add_configuration, add_dataset, add_device, add_folds,
                                    add_output_folder, add_plans, add_trainer, add_tta, check_output_folder)
 
+from .dicom_seg import DICOM_SEG
 from .volume_io import LABEL_ENDINGS
 
 
@@ -22,6 +24,10 @@ def add_segment_parser(subparsers) -> argparse.ArgumentParser:
         "segment", help="segment RECIST-marked lesions of a CT volume (NIfTI/NRRD/MHA/DICOM) with a trained model",
         description="Cut each marked lesion as the model's converter did, predict with nnU-Net, paste the mask back "
                     "into the scan's geometry, and measure it (RECIST axes, area, volume, QA flag).")
+    # World coordinates are often negative: "--recist -120.5,33,..." must read as a value, not as an
+    # unknown option.  argparse only takes plain negative numbers ("-120.5") as values; this widens its
+    # own rule to comma-separated number lists (no option of this command starts with "-" and a digit).
+    p._negative_number_matcher = re.compile(r"^-\.?\d[\d.,eE+-]*$")
     src = p.add_argument_group("input")
     src.add_argument("-i", dest="ct", metavar="CT", help="CT volume file or DICOM series folder")
     src.add_argument("--series-uid", dest="series_uid", help="DICOM series to read when the folder holds several")
@@ -48,8 +54,9 @@ def add_segment_parser(subparsers) -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     add_output_folder(out)
     out.add_argument("--name", help="output name of the label volume (default: the CT's file name)")
-    out.add_argument("--format", dest="ending", choices=LABEL_ENDINGS, default=".nii.gz",
-                     help="label volume file ending (default: .nii.gz)")
+    out.add_argument("--format", dest="ending", choices=LABEL_ENDINGS + (DICOM_SEG,), default=".nii.gz",
+                     help="label volume file ending (default: .nii.gz), or dicom-seg: a DICOM Segmentation "
+                          "<name>.dcm referencing the input series (DICOM inputs only; needs highdicom)")
     out.add_argument("--binary", action="store_true", help="every lesion has label 1 (default: lesion n has label n)")
     out.add_argument("--postprocess", choices=MODES, default="mark",
                      help="post-processing of each prediction (nnunet_ulseg.postprocess; default: mark, keep the "
@@ -89,6 +96,14 @@ def run_segment(args) -> int:
 
     out = check_output_folder(args.out)
     jobs = _jobs(args)
+    if args.ending == DICOM_SEG:
+        from .dicom_seg import require_highdicom
+
+        require_highdicom()
+        for job in jobs:  # before any prediction: a batch must not fail at its last scan
+            if not Path(job.ct).is_dir():
+                raise ValueError(f"{job.ct}: --format {DICOM_SEG} needs DICOM series folders as input; "
+                                 "this is a volume file (use .nii.gz/.mha)")
     folder = model_folder(args.model, args.dataset, args.trainer, args.plans, args.configuration)
     model = SegmentModel.load(folder, args.folds, args.checkpoint, args.device, args.tta)
     result = segment_scans(model, jobs, out, args.propagate, args.postprocess, args.binary, args.ending,

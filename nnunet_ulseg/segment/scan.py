@@ -9,7 +9,10 @@ Outputs in ``OUT_DIR`` (issue 15 item 4):
   measured on its own mask before the label volume is made, so overlaps never change a
   measurement);
 * ``measurements.csv`` and ``measurements.json``: one record per lesion, every scan of a
-  run in one table (:mod:`.measurements`), with the ``scan`` name and the ``label`` value.
+  run in one table (:mod:`.measurements`), with the ``scan`` name and the ``label`` value;
+* with ``ending`` ``dicom-seg`` (DICOM series inputs only), ``<name>.dcm`` instead of the
+  label volume: a DICOM Segmentation referencing the series, segment ``n`` = label ``n``
+  (:mod:`.dicom_seg`).
 
 A manifest is a CSV with one row per scan: ``ct`` (path), then either ``marks`` (a marks
 file) or the inline mark columns of :mod:`.marks` (``recist``/``box``, ``slice``,
@@ -30,6 +33,7 @@ import numpy as np
 from .lesion import segment_lesion
 from .marks import MarkIssue, parse_marks, read_mark_rows
 from .measurements import DEFAULT_QA_THRESHOLD, measure_lesion, write_measurements
+from .dicom_seg import DICOM_SEG, SEG_ENDING, write_dicom_seg
 from .volume_io import VOLUME_ENDINGS, label_path, read_volume, write_label_volume
 
 _INLINE = ("recist", "box")
@@ -108,6 +112,7 @@ def segment_scans(model, jobs: Sequence[ScanJob], out_dir: str | os.PathLike, pr
             result.issues.extend(issues)
             bar.update(len(issues))
             labels = np.zeros(volume.hu.shape, dtype=np.uint16)
+            segments: list[tuple[int, str]] = []
             for n, mark in enumerate(marks, start=1):
                 lesion = segment_lesion(model, volume, mark, postprocess, propagate, max_slices)
                 value = 1 if binary else n
@@ -121,6 +126,8 @@ def segment_scans(model, jobs: Sequence[ScanJob], out_dir: str | os.PathLike, pr
                     region = np.zeros(volume.hu.shape, dtype=bool)
                     region[mark.k] = lesion.key_mask
                 labels[region & (labels == 0)] = value
+                if not binary:
+                    segments.append((value, mark.lesion_id))
                 record = measure_lesion(job.name, mark, value, lesion.key_mask, volume, mask3d, qa_threshold,
                                         model.settings.recist_convention, lesion.status)
                 if lesion.stopped:
@@ -128,6 +135,10 @@ def segment_scans(model, jobs: Sequence[ScanJob], out_dir: str | os.PathLike, pr
                         "propagation stopped: " + ", ".join(f"{k} {v}" for k, v in lesion.stopped.items())
                 result.records.append(record)
                 bar.update(1)
-            result.label_files.append(write_label_volume(labels, volume, label_path(out, job.name, ending)))
+            if ending == DICOM_SEG:
+                result.label_files.append(write_dicom_seg(labels, volume, out / f"{job.name}{SEG_ENDING}",
+                                                          segments or [(1, "lesion")]))
+            else:
+                result.label_files.append(write_label_volume(labels, volume, label_path(out, job.name, ending)))
     write_measurements(out, result.records)
     return result

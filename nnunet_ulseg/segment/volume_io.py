@@ -30,11 +30,16 @@ LABEL_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd")
 
 @dataclass
 class Volume:
-    """A CT volume: its SimpleITK image (geometry) and HU array ``[k, y, x]`` (float32)."""
+    """A CT volume: its SimpleITK image (geometry) and HU array ``[k, y, x]`` (float32).
+
+    ``files``: for a DICOM series, file ``k`` is slice ``k`` (the order the series reader
+    stacked them; the DICOM-SEG output references them); empty for a volume file.
+    """
 
     image: sitk.Image
     hu: np.ndarray
     source: str
+    files: tuple[str, ...] = ()
 
     @property
     def size(self) -> tuple[int, int, int]:
@@ -103,9 +108,11 @@ def read_volume(path: str | os.PathLike, series_uid: str | None = None) -> Volum
         elif series_uid not in uids:
             raise ValueError(f"{p}: no DICOM series {series_uid}; found {', '.join(uids)}")
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(p), series_uid))
+        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(p), series_uid))
+        reader.SetFileNames(files)
         image = reader.Execute()
     else:
+        files = ()
         if not p.name.lower().endswith(VOLUME_ENDINGS):
             raise ValueError(f"{p}: not a volume file (expected one of {', '.join(VOLUME_ENDINGS)} or a DICOM folder)")
         try:
@@ -119,7 +126,7 @@ def read_volume(path: str | os.PathLike, series_uid: str | None = None) -> Volum
     if image.GetDimension() != 3:
         raise ValueError(f"{p}: a {image.GetDimension()}D image; expected a 3D CT volume")
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
-    return Volume(image, hu, str(p))
+    return Volume(image, hu, str(p), files if image.GetSize()[2] == len(files) else ())
 
 
 def label_path(out_dir: str | os.PathLike, name: str, ending: str = ".nii.gz") -> Path:
