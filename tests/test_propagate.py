@@ -213,10 +213,29 @@ def test_a_propagation_killed_at_any_backend_call_resumes_to_the_same_outputs(co
                       device="cpu", echo=None)
         work = paths.results / BASE / result.work_dir.name
         done_before = dict(json.loads((work / "manifest.json").read_text())["steps"])
-        (work / "coordinator.lock").unlink(missing_ok=True)  # the killed process is this one: it is alive
+        assert not (work / "coordinator.lock").exists()  # the coordinator released it on the way out
         again = ProbBackend(paths, TRAINER)
         propagate(501, TRAINER, paths=paths, backend=again, K=1, device="cpu", echo=None)
         assert _outputs(paths, work) == expected, f"killed at call {kill_at}: {seen[-1]}"
         steps = json.loads((work / "manifest.json").read_text())["steps"]
         assert all(steps[s] == done_before[s] for s in done_before)  # finished steps are not redone
         assert len(again.calls) + len(seen) - 1 <= n_calls + 1
+
+
+def test_cli_spells_nnunet_flags_and_passes_them_on(converted, tmp_path, monkeypatch):
+    import argparse
+
+    from nnunet_ulseg.propagate import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_propagate_parser(parser.add_subparsers())
+    args = parser.parse_args(["propagate", "-d", "501", "-tr", "T", "-K", "2", "--eval-reach", "1", "--from-scratch",
+                              "-f", "0", "-device", "cpu", "--num-parts", "2", "--part-id", "1"])
+    got = {}
+    monkeypatch.setattr("nnunet_ulseg.propagate.rounds.propagate", lambda d, t, **kw: got.update(d=d, t=t, **kw))
+    assert args.func(args) == 0
+    assert (got["d"], got["t"], got["K"], got["eval_reach"], got["fold"], got["init_from_previous"],
+            got["num_parts"], got["part_id"], got["device"]) == ("501", "T", 2, 1, 0, False, 2, 1, "cpu")
+    with pytest.raises(ValueError, match="K must be at least 1"):
+        propagate(501, TRAINER, paths=_setup(converted, tmp_path), backend=ProbBackend(None, TRAINER), K=0,
+                  echo=None)
