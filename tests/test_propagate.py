@@ -239,3 +239,18 @@ def test_cli_spells_nnunet_flags_and_passes_them_on(converted, tmp_path, monkeyp
     with pytest.raises(ValueError, match="K must be at least 1"):
         propagate(501, TRAINER, paths=_setup(converted, tmp_path), backend=ProbBackend(None, TRAINER), K=0,
                   echo=None)
+
+
+def test_a_resumed_run_must_keep_k_and_the_eval_reach(converted, tmp_path):
+    from nnunet_ulseg.refine.manifest import ManifestConflict
+
+    paths = _setup(converted, tmp_path)
+    propagate(501, TRAINER, paths=paths, backend=ProbBackend(paths, TRAINER), K=1, device="cpu", echo=None)
+    for options in ({"K": 2}, {"K": 1, "eval_reach": 2}):
+        backend = ProbBackend(paths, TRAINER)
+        with pytest.raises(ManifestConflict, match="K|eval_reach"):
+            propagate(501, TRAINER, paths=paths, backend=backend, device="cpu", echo=None, **options)
+        assert backend.calls == []
+    again = ProbBackend(paths, TRAINER)  # the same arguments: finished, nothing runs
+    propagate(501, TRAINER, paths=paths, backend=again, K=1, device="cpu", echo=None)
+    assert again.calls == []

@@ -32,6 +32,10 @@ Choices where the paper is silent (more in :mod:`.crops` and :mod:`.labels`):
   the 3D evaluation reads; model 0 there is the key-slice-only baseline.
 * The work folder is ``$nnUNet_results/<dataset>/ulseg_propagate_<trainer>__<plans>__<cfg>_fold<F>``;
   ``propagate.log`` holds nnU-Net's output, ``propagate_report.json`` the per-round counts.
+* Model m's dataset gets refine's next free, reserved id (:mod:`nnunet_ulseg.refine.labels`,
+  tried from ``base + 100 (m - 1)`` on) and the name ``Dataset<id>_<base name>_round<m>``.
+* ``K`` and ``--eval-reach`` are fixed for a run (they decide which slices step ``slices`` cuts):
+  a resumed run with other values stops with a :class:`ManifestConflict`.
 * One fold (no ``--cross-val``): Algorithm 1 predicts the training lesions' new slices,
   which no model has trained on, so a cross-validated prediction buys nothing there.
 """
@@ -50,7 +54,7 @@ from nnunet_ulseg.propagate.crops import TEST_IMAGES, TRAIN_IMAGES, CropOptions,
 from nnunet_ulseg.propagate.labels import (build_slice_dataset, key_slice_row, lesion_probability, read_crop,
                                            slice_label)
 from nnunet_ulseg.refine.labels import link_file
-from nnunet_ulseg.refine.manifest import now, read_json, write_json_atomic
+from nnunet_ulseg.refine.manifest import Manifest, ManifestConflict, now, read_json, write_json_atomic
 from nnunet_ulseg.refine.parts import collect_predictions
 from nnunet_ulseg.refine.rounds import Refinement, RefineConfig, RefineError, RefineResult, _Step, paths_from_environ
 from nnunet_ulseg.workflow.nnunet import NNUNetPaths
@@ -114,6 +118,21 @@ class Propagation(Refinement):
         self.rows = {r.case: r for r in read_sidecar(self.sidecar)}
         self.slices_dir = self.work / "slices"
         self._slice_rows: list[SliceRow] | None = None
+
+    def _check_postprocess(self, manifest: Manifest) -> None:
+        """Refine's argument check, plus ``K`` and ``--eval-reach``, which fix the slices cut in step ``slices``.
+
+        Unlike refine's ``--rounds``, ``K`` cannot grow on a resumed run: the crops of the new
+        offsets were never cut.  (Refine calls this hook on every start, coordinator and parts.)
+        """
+        super()._check_postprocess(manifest)
+        recorded = manifest.arguments
+        problems = [f"{k}: manifest has {recorded.get(k)!r}, this command has {self.arguments[k]!r}"
+                    for k in ("K", "eval_reach") if recorded.get(k) != self.arguments[k]]
+        if problems:
+            raise ManifestConflict(f"{manifest.path} belongs to a propagation with other arguments:\n  "
+                                   + "\n  ".join(problems) + "\nRe-run with the recorded arguments, or move that "
+                                   "folder away to start over.")
 
     # -- layout ------------------------------------------------------------------------
     @property
