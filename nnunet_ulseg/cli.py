@@ -20,7 +20,10 @@ class UserError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     from nnunet_ulseg.conversion.cli import add_convert_parser
+    from nnunet_ulseg.conversion.lits_cli import add_lits_parser
     from nnunet_ulseg.conversion.uls23_cli import add_uls23_parser
+    from nnunet_ulseg.demo.lits import add_make_lits_sample_parser
+    from nnunet_ulseg.evaluation.lits_cli import add_evaluate_lits_parser
     from nnunet_ulseg.coseg.cli import add_coseg_pairs_parser, add_coseg_predict_parser
     from nnunet_ulseg.demo.cli import add_make_sample_parser
     from nnunet_ulseg.evaluation.cli import add_evaluate_parser, add_measure_parser
@@ -43,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_make_sample_parser(sub)
     add_convert_parser(sub)
     add_uls23_parser(sub)
+    add_make_lits_sample_parser(sub)
+    add_lits_parser(sub)
+    add_evaluate_lits_parser(sub)
     add_evaluate_parser(sub)
     add_measure_parser(sub)
     add_response_parser(sub)
