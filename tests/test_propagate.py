@@ -254,3 +254,28 @@ def test_a_resumed_run_must_keep_k_and_the_eval_reach(converted, tmp_path):
     again = ProbBackend(paths, TRAINER)  # the same arguments: finished, nothing runs
     propagate(501, TRAINER, paths=paths, backend=again, K=1, device="cpu", echo=None)
     assert again.calls == []
+
+
+def test_truth_scores_each_models_labels_and_test_slices_per_offset(converted, tmp_path):
+    from nnunet_ulseg.conversion.geometry import slice_to_crop_mask
+    from nnunet_ulseg.propagate.truth import SliceTruth, slice_dice
+
+    sample, raw = converted
+    truth = SliceTruth(sample)
+    row = next(r for r in read_sidecar(raw / "lesions.csv") if truth.mask(r, 1) is not None and truth.mask(r, 1).any())
+    true_crop = slice_to_crop_mask(truth.mask(row, 1), row.box)
+    assert slice_dice(true_crop, row, 1, truth) > 0.9  # the truth cut to the crop and pasted back
+    assert slice_dice(np.zeros_like(true_crop), row, 1, truth) == 0.0
+    assert slice_dice(np.full_like(true_crop, 2), row, 1, truth) is None  # all ignore: nothing to score
+    assert slice_dice(true_crop, row, 99, truth) is None  # outside the sub-volume
+
+    paths = _setup(converted, tmp_path)
+    result = propagate(501, TRAINER, paths=paths, backend=ProbBackend(paths, TRAINER), K=1, device="cpu", echo=None,
+                       truth=sample)
+    m0, m1 = result.report["models"]
+    assert m0["label_dice_per_offset"] is None and set(m1["label_dice_per_offset"]) <= {"-1", "1"}
+    for curve in (m0["test_dice_per_offset"], m1["test_dice_per_offset"], m1["label_dice_per_offset"]):
+        assert curve and all(0 <= v["dice"] <= 1 and v["slices"] >= 1 for v in curve.values())
+    assert set(m0["test_dice_per_offset"]) <= {"-1", "0", "1"}
+    with pytest.raises(ValueError, match="masks3d.csv"):
+        propagate(501, TRAINER, paths=paths, backend=ProbBackend(paths, TRAINER), K=1, echo=None, truth=tmp_path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from nnunet_ulseg.cli_args import (add_checkpoint, add_configuration, add_dataset, add_device, add_folds,
                                    add_num_processes, add_parts, add_plans, add_trainer, add_tta)
@@ -32,6 +33,9 @@ def add_propagate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--from-scratch", action="store_true",
                    help="train every model from random weights (default: model k starts from model k-1's, "
                         "Algorithm 1 line 13)")
+    p.add_argument("--truth", type=Path, default=None,
+                   help="a make-sample folder (masks3d.csv + Masks_png): report the per-offset Dice of every model's "
+                        "training labels and test predictions against its true 3D masks (WSSS Fig. 4)")
     add_parts(p, help_num_parts="split each round's slice predictions over this many processes/machines "
                                  "(nnUNetv2_predict -num_parts; default: 1); they share nnUNet_raw and nnUNet_results",
               help_part_id="this process' part (0 = coordinator: trains and builds; others only predict)")
@@ -57,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"-f {' '.join(map(str, folds))}: ulseg propagate trains one fold")
     options = {k: getattr(args, k) for k in (
         "configuration", "plans", "K", "eval_reach", "num_parts", "part_id", "follow", "checkpoint", "device",
-        "num_processes", "tta", "wait_timeout", "poll_interval")}
+        "num_processes", "tta", "wait_timeout", "poll_interval", "truth")}
     try:
         propagate(args.dataset, args.trainer, fold=folds[0], init_from_previous=not args.from_scratch, **options)
     except WaitTimeout as exc:

@@ -4,7 +4,8 @@ Built from the manifest only (the steps record their counts), so a finished run 
 same report again without reading any image.  Per model ``m``: the slices its training set
 holds per offset (0 = the key slices), the label statuses of the off-key slices
 (``grabcut`` or one of :data:`nnunet_ulseg.pseudo_masks.cnn_trimap.STATUSES`' fallbacks),
-the slices beyond the lesion's estimated reach (not added), and its test-prediction folder.
+the slices beyond the lesion's estimated reach (not added), and its test-prediction folder;
+with ``--truth``, the per-offset Dice of its training labels and test predictions (:mod:`.truth`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ def build_report(manifest: dict) -> dict:
             entry.update(per_offset={"0": labels.get("key_cases"), **labels.get("per_offset", {})},
                          label_status=labels.get("label_status", {}), fallbacks=labels.get("fallbacks"),
                          beyond_reach=labels.get("beyond_reach"))
-        entry["test_predictions"] = (steps.get(f"test_{m}") or {}).get("predictions")
+        test = steps.get(f"test_{m}") or {}
+        entry["test_predictions"] = test.get("predictions")
+        entry["test_dice_per_offset"] = test.get("dice_per_offset")
+        entry["label_dice_per_offset"] = labels.get("label_dice_per_offset") if m > 0 else None
         models.append(entry)
     return {"tool": "ulseg propagate", "dataset": args["dataset"], "trainer": args["trainer"], "K": args["K"],
             "eval_reach": args["eval_reach"], "slices": steps.get("slices"), "models": models}
@@ -42,4 +46,8 @@ def format_report(report: dict) -> str:
         if m["model"] > 0:
             line += f", status {m['label_status']}, {m['fallbacks']} fallbacks, {m['beyond_reach']} beyond reach"
         lines.append(line + (f"; test predictions {m['test_predictions']}" if m["test_predictions"] else ""))
+        for key, what in (("label_dice_per_offset", "training labels"), ("test_dice_per_offset", "test slices")):
+            if m.get(key):
+                lines.append(f"    Dice of its {what} per offset (--truth): "
+                             + ", ".join(f"{k}: {v['dice']:.3f} (n={v['slices']})" for k, v in m[key].items()))
     return "\n".join(lines)

@@ -53,6 +53,7 @@ from nnunet_ulseg.nnunet_layout import image_filename
 from nnunet_ulseg.propagate.crops import TEST_IMAGES, TRAIN_IMAGES, CropOptions, cut_slices
 from nnunet_ulseg.propagate.labels import (build_slice_dataset, key_slice_row, lesion_probability, read_crop,
                                            slice_label)
+from nnunet_ulseg.propagate.truth import SliceTruth, per_offset_mean, slice_dice
 from nnunet_ulseg.refine.labels import link_file
 from nnunet_ulseg.refine.manifest import Manifest, ManifestConflict, now, read_json, write_json_atomic
 from nnunet_ulseg.refine.parts import collect_predictions
@@ -87,6 +88,8 @@ class PropagateConfig(RefineConfig):
             raise ValueError("ulseg propagate trains one fold per round; --cross-val is not supported")
         if self.postprocess != "none":
             raise ValueError("ulseg propagate does not post-process (the RECIST mark lies on the key slice only)")
+        if self.truth is not None and not (Path(self.truth) / "masks3d.csv").is_file():
+            raise ValueError(f"--truth {self.truth}: not a make-sample folder with true 3D masks (no masks3d.csv)")
         super().validate()
 
     def manifest_arguments(self, dataset_name: str) -> dict:
@@ -223,7 +226,8 @@ class Propagation(Refinement):
         (_, cases, job), = self.prediction_jobs(prev)
         predictions = collect_predictions(job, num_parts, cases, self.ending)
         by_case = {r.case: r for r in self.slice_rows()}
-        labels, beyond = {}, []
+        labels, beyond, scores = {}, [], []
+        truth = self._truth()
         for case in tqdm(cases, desc=f"labels for model {m}", unit="slice"):
             row = by_case[case]
             npz = predictions[case].with_name(f"{case}.npz")
@@ -235,6 +239,8 @@ class Propagation(Refinement):
                 beyond.append(case)
                 continue
             labels[case] = (got.labels, got.status)
+            if truth is not None:
+                scores.append((row.offset, slice_dice(got.labels, self.rows[row.key_case], row.offset, truth)))
         split_file = self.paths.splits_file(self.base)
         provenance = {"model": m, "base_dataset": self.base, "predicted_by": self.dataset_name(prev),
                       "offsets": f"±1..±{m}", "rule": "WSSS Algorithm 1 lines 8-10: trimap(CNN, R̂) + GrabCut, "
@@ -242,6 +248,8 @@ class Propagation(Refinement):
         stats = build_slice_dataset(self.base_raw, target, self.slices_dir, labels, self.slice_rows(),
                                     read_json(split_file) if split_file.exists() else None, provenance)
         stats["beyond_reach"] = len(beyond)
+        if truth is not None:
+            stats["label_dice_per_offset"] = per_offset_mean(scores)
         self.say(f"  {target.name}: {stats['key_cases']} key cases + {stats['slices']} slices "
                  f"(per offset {stats['per_offset']}), status {stats['label_status']}, "
                  f"{len(beyond)} beyond the lesion's reach")
@@ -269,7 +277,17 @@ class Propagation(Refinement):
             raise RefineError(f"nnUNetv2_predict left {len(missing)} test slice(s) unpredicted in {out}: "
                               f"{', '.join(missing[:5])}")
         write_slices(out / SLICES_FILE, sorted(rows, key=lambda r: (r.key_case, r.offset)))
-        return {"predictions": Path(os.path.relpath(out, self.work)).as_posix(), "slices": len(rows)}
+        info = {"predictions": Path(os.path.relpath(out, self.work)).as_posix(), "slices": len(rows)}
+        truth = self._truth()
+        if truth is not None:
+            info["dice_per_offset"] = per_offset_mean(
+                (r.offset, slice_dice(read_crop(out / f"{r.case}{self.ending}"), self.rows[r.key_case], r.offset,
+                                      truth)) for r in rows)
+        return info
+
+    def _truth(self) -> SliceTruth | None:
+        """``--truth``'s true masks (a make-sample folder), or None."""
+        return None if self.cfg.truth is None else SliceTruth(self.cfg.truth)
 
     # -- report ------------------------------------------------------------------------
     def report(self) -> dict:
