@@ -11,7 +11,6 @@ rebuilds the network with deep supervision off, so inference sees s² alone.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ import pytest
 import torch
 
 from nnunet_ulseg.nnunet_layout import NNUNetPaths
-from nnunet_ulseg.workflow.nnunet import console_script
 
 TRAINERS_DIR = Path(__file__).resolve().parents[1] / "trainers"
 LIVER_ID, LESION_ID = 983, 984
@@ -136,21 +134,65 @@ def _write_datasets(paths: NNUNetPaths) -> None:
         (pre / "splits_final.json").write_text(json.dumps([{"train": cases[:4], "val": cases[4:]}]))
 
 
+class _ThreadPools:
+    """Stands in for the ``multiprocessing`` module of nnU-Net's planning modules: ``get_context(...)``
+    gives ``multiprocessing.dummy``, whose ``Pool`` runs the very same nnU-Net worker functions
+    (``verify_labels``, ``analyze_case``, ``run_case_save``) in threads of this process.
+
+    Why: each of nnU-Net's ``spawn`` pools starts a fresh interpreter that imports torch and nnunetv2
+    (about 10 s each on the shared 2-core machine), and the CLI run costs seven of them for two datasets
+    (its own process, then verify, fingerprint and preprocess pools per dataset): that, not the work on
+    six 64 x 64 slices, was the fixture's 270 s. The computations and the files written are nnU-Net's.
+    """
+
+    @staticmethod
+    def get_context(method=None):
+        import multiprocessing.dummy
+
+        return multiprocessing.dummy
+
+
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
+    """Both datasets planned and preprocessed by nnU-Net's own API in this process, 2d only.
+
+    The same steps as ``nnUNetv2_plan_and_preprocess -d 983 984 -c 2d --verify_dataset_integrity``
+    (``extract_fingerprints`` with the integrity check, ``plan_experiments`` with nnU-Net's default
+    planner, ``preprocess`` of the 2d configuration), with the worker pools in threads (see
+    :class:`_ThreadPools`).
+    """
+    import importlib
+
+    from nnunetv2.experiment_planning import plan_and_preprocess_api as api
+
     root = tmp_path_factory.mktemp("e2net_it")
     paths = NNUNetPaths.under(root).create()
     _write_datasets(paths)
     env = paths.environ(num_processes=1)
-    proc = subprocess.run([str(console_script("nnUNetv2_plan_and_preprocess")), "-d", str(LIVER_ID), str(LESION_ID),
-                           "-c", "2d", "-np", "1", "--verify_dataset_integrity"], env=env, capture_output=True,
-                          text=True, timeout=600, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ids = [LIVER_ID, LESION_ID]
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+            mp.setenv(key, env[key])
+        for module in ("nnunetv2.experiment_planning.verify_dataset_integrity",
+                       "nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor",
+                       "nnunetv2.preprocessing.preprocessors.default_preprocessor"):
+            mp.setattr(importlib.import_module(module), "multiprocessing", _ThreadPools)
+        api.extract_fingerprints(ids, num_processes=1, check_dataset_integrity=True, show_progress_bar=False)
+        plans_name = api.plan_experiments(ids)
+        api.preprocess(ids, plans_name, configurations=("2d",), num_processes=[1], show_progress_bar=False)
+    for dataset in (LIVER, LESION):
+        pre = paths.preprocessed / dataset
+        plans = json.loads((pre / f"{plans_name}.json").read_text())
+        assert plans["configurations"]["2d"]["patch_size"] == [SIZE, SIZE]
+        assert len(list((pre / plans["configurations"]["2d"]["data_identifier"]).glob("case_*.pkl"))) == N_CASES
     return paths
 
 
-def _train(planned, monkeypatch, dataset: str, name: str, **overrides):
-    """nnU-Net's ``run_training`` of trainer ``name`` (found via nnUNet_extTrainer) for its short schedule."""
+def _train(planned, monkeypatch, dataset: str, name: str, dataset_json: dict | None = None, **overrides):
+    """nnU-Net's ``run_training`` of trainer ``name`` (found via nnUNet_extTrainer) for its short schedule.
+
+    ``dataset_json`` replaces the preprocessed dataset.json (the stage-1 labels on the same label files).
+    """
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     for key, folder in (("nnUNet_raw", planned.raw), ("nnUNet_preprocessed", planned.preprocessed),
@@ -166,8 +208,9 @@ def _train(planned, monkeypatch, dataset: str, name: str, **overrides):
         cls = type(name, (cls,), overrides)
     pre = planned.preprocessed / dataset
     plans = {**json.loads((pre / "nnUNetPlans.json").read_text()), "continue_training": False}
-    trainer = cls(plans=plans, configuration="2d", fold=0, dataset_json=json.loads((pre / "dataset.json").read_text()),
-                  device=torch.device("cpu"))
+    if dataset_json is None:
+        dataset_json = json.loads((pre / "dataset.json").read_text())
+    trainer = cls(plans=plans, configuration="2d", fold=0, dataset_json=dataset_json, device=torch.device("cpu"))
     trainer.run_training()
     return trainer
 
@@ -178,8 +221,6 @@ def _logged(trainer, key):
 
 @pytest.mark.integration
 def test_e2net_trains_one_epoch_and_the_predictor_gets_s2(planned, monkeypatch):
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
     name = "nnUNetTrainerE2NetLite_1epochs"
     trainer = _train(planned, monkeypatch, LIVER, name)
     fold = Path(trainer.output_folder)
@@ -194,13 +235,52 @@ def test_e2net_trains_one_epoch_and_the_predictor_gets_s2(planned, monkeypatch):
                                             + 4 * values["bce_e"], rel=1e-4)
     assert np.isfinite(_logged(trainer, "val_losses")[-1])  # nnU-Net's own validation_step on (s2, s1, e)
 
+    predictor = _predictor(fold)
+    assert predictor.network.decoder.deep_supervision is False
+    image, _ = _case(np.random.default_rng(99))
+    x = torch.from_numpy(image[None, None].astype(np.float32))
+    with torch.no_grad():
+        s2 = predictor.network(x)
+        predictor.network.decoder.deep_supervision = True
+        outputs = predictor.network(x)
+        predictor.network.decoder.deep_supervision = False
+    assert torch.equal(s2, outputs[0]) and not torch.equal(s2, outputs[1])  # the predictor's tensor is s2, not s1
+    seg = predictor.predict_single_npy_array(image[None, None].astype(np.float32), {"spacing": [999.0, 1.0, 1.0]})
+    assert seg.shape == (1, SIZE, SIZE) and set(np.unique(seg)) <= {0, 1, 2}
+
+
+def _predictor(fold: Path):
+    """nnU-Net's predictor on ``fold``'s final checkpoint (it rebuilds the network with deep supervision off)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
     predictor = nnUNetPredictor(tile_step_size=1.0, use_gaussian=False, use_mirroring=False, device=torch.device("cpu"),
                                 perform_everything_on_device=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(fold.parent), use_folds=(0,), checkpoint_name="checkpoint_final.pth")
-    assert predictor.network.decoder.deep_supervision is False
-    image, _ = _case(np.random.default_rng(99))
-    seg = predictor.predict_single_npy_array(image[None, None].astype(np.float32), {"spacing": [999.0, 1.0, 1.0]})
-    assert seg.shape == (1, SIZE, SIZE) and set(np.unique(seg)) <= {0, 1, 2}
+    return predictor
+
+
+@pytest.mark.integration
+def test_r2unet_liver_stage1_trains_one_epoch_on_the_liver_region(planned, monkeypatch):
+    """Stage 1 (E2Net Sec. 2.1, l_1st = IoU + BCE) on the same planned slices, read with the stage-1 labels."""
+    from nnunet_ulseg.training.e2net import STAGE1_LABELS, STAGE1_REGIONS
+
+    pre = planned.preprocessed / LIVER
+    stage1 = {**json.loads((pre / "dataset.json").read_text()), "labels": dict(STAGE1_LABELS),
+              "regions_class_order": list(STAGE1_REGIONS)}
+    trainer = _train(planned, monkeypatch, LIVER, "nnUNetTrainerR2UNetLiverLite_1epochs", dataset_json=stage1)
+    fold = Path(trainer.output_folder)
+    assert (fold / "checkpoint_final.pth").exists()
+    assert type(trainer.network).__name__ == "R2UNet" and trainer.label_manager.foreground_regions == [(1, 2)]
+    assert trainer.table3_row == "1st stage (R2UNet, liver)" and trainer.loss.edge_weight == 0
+    values = {k: _logged(trainer, f"train_{k}")[-1] for k in ("iou_s1", "bce_s1", "iou_s2", "bce_s2", "bce_e", "total")}
+    assert values["iou_s1"] == values["bce_s1"] == values["bce_e"] == 0  # one output: l_1st on it alone
+    assert 0 < values["iou_s2"] <= 1 and values["bce_s2"] > 0
+    assert values["total"] == pytest.approx(values["iou_s2"] + values["bce_s2"], rel=1e-4)
+    assert np.isfinite(_logged(trainer, "val_losses")[-1])
+
+    image, _ = _case(np.random.default_rng(98))
+    seg = _predictor(fold).predict_single_npy_array(image[None, None].astype(np.float32), {"spacing": [999.0, 1.0, 1.0]})
+    assert seg.shape == (1, SIZE, SIZE) and set(np.unique(seg)) <= {0, 1}
 
 
 @pytest.mark.integration

@@ -16,12 +16,12 @@ from nnunet_ulseg.training.e2net import STAGE1_LABELS, STAGE1_REGIONS, nnUNetTra
 
 
 class nnUNetTrainerR2UNetLiver(nnUNetTrainerE2NetBase):
-    network, edge_branch, dcff = "r2unet", False, False
+    network_kind, edge_branch, dcff = "r2unet", False, False
     required_labels, required_regions_class_order = STAGE1_LABELS, STAGE1_REGIONS
 
 
 class nnUNetTrainerE2NetBaseline(nnUNetTrainerE2NetBase):
-    network, edge_branch, dcff = "r2unet", False, False
+    network_kind, edge_branch, dcff = "r2unet", False, False
 
 
 class nnUNetTrainerE2NetEdge(nnUNetTrainerE2NetBase):

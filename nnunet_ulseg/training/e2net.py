@@ -3,10 +3,10 @@
 :class:`nnUNetTrainerE2NetBase` is nnU-Net's trainer with one of two networks, both built by the
 trainer's ``build_network_architecture`` (which nnU-Net's predictor also calls, deep supervision off):
 
-* ``network = "r2unet"``: :class:`~nnunet_ulseg.networks.r2unet.R2UNet`, stage 1's coarse liver
+* ``network_kind = "r2unet"``: :class:`~nnunet_ulseg.networks.r2unet.R2UNet`, stage 1's coarse liver
   network (``l_1st = IoU + BCE``) and Table 3's "Baseline (2nd stage)" (the paper: "using the model
   (R2UNet) of the first stage as the baseline in the second stage");
-* ``network = "e2net"``: :class:`~nnunet_ulseg.networks.e2net.E2Net` with the switches ``edge_branch``
+* ``network_kind = "e2net"``: :class:`~nnunet_ulseg.networks.e2net.E2Net` with the switches ``edge_branch``
   and ``dcff``; the edge target ``edge_kind`` ("edge": binary edge image, "dist": the edge distance
   map) completes Table 3's rows "+ edge", "+ dist", "+ edge + DCFF", "+ dist + DCFF" (= E²Net).
 
@@ -98,8 +98,9 @@ class nnUNetTrainerE2NetBase(ShortSchedule, nnUNetTrainer):
 
     # --- schedule (ShortSchedule): None = nnU-Net's 1000 x 250; ``_Nepochs`` variants set it
     short_num_epochs: int | None = None
-    # --- network
-    network: str = "e2net"
+    # --- network (not ``network``: nnU-Net's trainer sets ``self.network`` to the nn.Module, which would
+    # shadow a class attribute of that name and silently turn every switch below into "custom")
+    network_kind: str = "e2net"
     #: Res2Net layout (networks/res2net.py): the paper's Res2Net-50, or "res2net_lite" for CPU runs
     backbone: str | dict = "res2net50_26w_4s"
     edge_branch: bool = True
@@ -117,8 +118,8 @@ class nnUNetTrainerE2NetBase(ShortSchedule, nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         check_region_labels(dataset_json, self.required_labels, self.required_regions_class_order, type(self).__name__)
-        if self.network not in NETWORKS:
-            raise ValueError(f"{type(self).__name__}.network must be one of {NETWORKS}, got {self.network!r}")
+        if self.network_kind not in NETWORKS:
+            raise ValueError(f"{type(self).__name__}.network_kind must be one of {NETWORKS}, got {self.network_kind!r}")
         plans, self._old_patch = patch_multiple_of(plans, configuration)
         super().__init__(plans, configuration, fold, dataset_json, device)
 
@@ -127,7 +128,7 @@ class nnUNetTrainerE2NetBase(ShortSchedule, nnUNetTrainer):
     def arch_kwargs(cls) -> tuple[str, dict, list[str]]:
         """``(network_class_name, arch_kwargs, _kw_requires_import)`` of the trainer's network."""
         norm = dict(norm_op=torch.nn.InstanceNorm2d, norm_op_kwargs={"eps": 1e-5, "affine": True})
-        if cls.network == "r2unet":
+        if cls.network_kind == "r2unet":
             from nnunet_ulseg.networks.r2unet import NETWORK_CLASS_NAME, R2UNET_STRIDES
 
             kwargs = {"backbone": cls.backbone, "conv_op": "torch.nn.Conv2d", "norm_op": "torch.nn.InstanceNorm2d",
@@ -156,11 +157,11 @@ class nnUNetTrainerE2NetBase(ShortSchedule, nnUNetTrainer):
     def table3_row(self) -> str:
         if self.required_labels is STAGE1_LABELS:
             return "1st stage (R2UNet, liver)"
-        return TABLE3_ROWS.get((self.network, self.edge_branch, self.dcff, self.edge_kind), "custom configuration")
+        return TABLE3_ROWS.get((self.network_kind, self.edge_branch, self.dcff, self.edge_kind), "custom configuration")
 
     def initialize(self):
         super().initialize()
-        self.print_to_log_file(f"network: {self.table3_row}; {self.network}, backbone {self.backbone}, "
+        self.print_to_log_file(f"network: {self.table3_row}; {self.network_kind}, backbone {self.backbone}, "
                                f"edge branch {self.edge_branch}, DCFF {self.dcff}, edge target {self.edge_kind}")
         if self._old_patch is not None:
             self.print_to_log_file(f"patch size {self._old_patch} -> {self.configuration_manager.patch_size}: "
@@ -170,7 +171,7 @@ class nnUNetTrainerE2NetBase(ShortSchedule, nnUNetTrainer):
     def _build_loss(self):
         if not self.label_manager.has_regions:
             raise ValueError(f"{type(self).__name__} needs region-based labels (see training/e2net.py)")
-        use_edge = self.network == "e2net" and self.edge_branch
+        use_edge = self.network_kind == "e2net" and self.edge_branch
         return E2NetLoss(self.s1_weight, self.s2_weight, self.edge_weight if use_edge else 0.0, self.edge_kind,
                          self.edge_normalise, has_ignore_channel=self.label_manager.has_ignore_label)
 
