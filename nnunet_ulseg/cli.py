@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nnunet_ulseg.conversion.lits_cli import add_lits_parser
     from nnunet_ulseg.conversion.uls23_cli import add_uls23_parser
     from nnunet_ulseg.demo.lits import add_make_lits_sample_parser
+    from nnunet_ulseg.demo.volume import add_sample_volumes_parser
     from nnunet_ulseg.evaluation.lits_cli import add_evaluate_lits_parser
     from nnunet_ulseg.coseg.cli import add_coseg_pairs_parser, add_coseg_predict_parser
     from nnunet_ulseg.demo.cli import add_make_sample_parser
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nnunet-ulseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_make_sample_parser(sub)
+    add_sample_volumes_parser(sub)
     add_convert_parser(sub)
     add_uls23_parser(sub)
     add_make_lits_sample_parser(sub)
