@@ -38,6 +38,14 @@ def _fmt(value, digits: int = 1) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def _short(path: str, width: int = 40) -> str:
+    """A time point's path for the table: the parent folder and name (follow-ups are often all
+    ``measurements.csv``), cut from the left to ``width`` characters."""
+    p = Path(path)
+    text = f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
 def rows(table) -> list[dict]:
     out = []
     for source, points in table.items():
@@ -59,7 +67,7 @@ def run_response(args: argparse.Namespace) -> int:
     print(header)
     for r in result:
         pct = f"{float(r['change_from_baseline_pct']):+.1f}%" if r["change_from_baseline_pct"] else "-"
-        print(f"{r['source']:<6} {Path(r['time_point']).name[:40]:<40} {r['sum_mm'] or '-':>8} {pct:>8} "
+        print(f"{r['source']:<6} {_short(r['time_point']):<40} {r['sum_mm'] or '-':>8} {pct:>8} "
               f"{r['nadir_mm']:>8} {r['category']}  ({r['reason']})")
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
