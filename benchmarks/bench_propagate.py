@@ -42,7 +42,7 @@ from pathlib import Path
 from _nnunet_setup import temp_root
 from nnunet_ulseg.cli_args import help_text
 
-DEFAULT_TRAINERS = ["nnUNetTrainerAHRNetRLS_10epochs", "nnUNetTrainerULSeg_10epochs"]
+DEFAULT_TRAINERS = ["nnUNetTrainerDiceCERLS_10epochs", "nnUNetTrainerULSeg_10epochs"]
 DATASET_ID, DATASET_NAME = 973, "Dataset973_BenchPropagate"
 
 
@@ -77,6 +77,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=29, help="sample seed (default 29, not used for tuning)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per model (default 10)")
     parser.add_argument("--iterations", type=int, default=25, help="iterations per epoch (default 25)")
+    parser.add_argument("--crop-size", type=int, default=None,
+                        help="converter --crop-size (fixed crop side in px, e.g. 64 as bench_weak's cpu64 profile; "
+                             "default: 128..256)")
     parser.add_argument("-K", "--K", dest="K", type=int, default=3, help="propagation rounds (default 3)")
     parser.add_argument("--eval-reach", type=int, default=3, help="test slices r-E..r+E (default 3)")
     parser.add_argument("--stage", choices=("all", "setup"), default="all",
@@ -104,12 +107,12 @@ def main() -> None:
     if not done.exists():  # a set-up cut short is redone from nothing
         t0 = time.perf_counter()
         make_sample(sample, n_lesions=args.lesions, seed=args.seed, progress=False)
-        exp.convert(sample, progress=False)
+        exp.convert(sample, progress=False, crop_size=args.crop_size)
         exp.plan_and_preprocess()
-        done.write_text(json.dumps({"lesions": args.lesions, "seed": args.seed}))
+        done.write_text(json.dumps({"lesions": args.lesions, "seed": args.seed, "crop_size": args.crop_size}))
         print(f"set-up: {args.lesions} lesions (seed {args.seed}) converted and planned in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
-    elif json.loads(done.read_text()) != {"lesions": args.lesions, "seed": args.seed}:
+    elif json.loads(done.read_text()) != {"lesions": args.lesions, "seed": args.seed, "crop_size": args.crop_size}:
         raise SystemExit(f"{root}: made with {done.read_text()}; use another --keep folder")
     template = root / "template_slices.csv"
     n_slices = template_slices(sample, sidecar, template, args.eval_reach)
@@ -145,8 +148,8 @@ def main() -> None:
         print(f"{trainer}: mean 3D Dice model 0 {100 * first['dice_3d']['mean']:.1f} % -> model {args.K} "
               f"{100 * last['dice_3d']['mean']:.1f} % ({100 * gain:+.1f} points; {seconds[trainer]:.0f} s)")
     out = root / "bench_propagate.json"
-    out.write_text(json.dumps({"settings": {k: getattr(args, k) for k in ("lesions", "seed", "epochs", "iterations",
-                                                                           "K", "eval_reach", "trainers")},
+    out.write_text(json.dumps({"settings": {k: getattr(args, k) for k in ("lesions", "seed", "crop_size", "epochs",
+                                                                           "iterations", "K", "eval_reach", "trainers")},
                                "device": exp.device, "seconds": seconds, "summary": jsonable(result.summary)},
                               indent=2, allow_nan=False) + "\n")
     print(f"(details: {out}, {result.out_dir})")
