@@ -153,3 +153,31 @@ def test_embeddings_of_identical_images_are_equal_and_from_the_bottleneck():
     assert net.training  # the mode is restored
     with pytest.raises(ValueError, match="no .encoder"):
         embed_tiles(torch.nn.Conv2d(1, 1, 1), [a], progress=False)
+
+
+def test_grey_levels_by_hand():
+    from nnunet_ulseg.coseg.crf import grey_levels
+
+    image = np.linspace(-1000, 1000, 201)
+    g = grey_levels(image)
+    assert g.dtype == np.uint8 and g[0] == 0 and g[-1] == 255 and g[100] == 128  # 0.5 * 255 rounds to 128
+    assert not grey_levels(np.full((4, 4), 7.0)).any()
+
+
+def test_dense_crf_fills_an_uncertain_hole_and_keeps_confident_labels():
+    pytest.importorskip("pydensecrf.densecrf")
+    from nnunet_ulseg.coseg.crf import dense_crf
+
+    image = np.full((48, 48), -100.0)
+    image[12:36, 12:36] = 60.0  # a bright lesion
+    lesion = np.full((48, 48), 0.05)
+    lesion[12:36, 12:36] = 0.95
+    lesion[20:28, 20:28] = 0.4  # an uncertain hole inside the lesion, same intensity as the lesion
+    probs = np.stack([1 - lesion, lesion])
+    labels = dense_crf(probs, image)
+    assert labels.shape == (48, 48) and labels.dtype == np.uint8
+    assert labels[20:28, 20:28].all()  # filled by the smoothness and appearance kernels
+    assert labels[12:36, 12:36].all() and not labels[:8].any() and not labels[:, :8].any()
+    assert (np.argmax(probs, 0)[20:28, 20:28] == 0).all()  # the argmax alone would leave the hole
+    with pytest.raises(ValueError, match="do not match"):
+        dense_crf(probs, image[:10])

@@ -158,3 +158,81 @@ def test_loss_masks_ignore_and_every_parameter_gets_a_gradient(nnunet_env):
         trainer.network.eval()
         single = trainer.network(batch["data"][:1])
         assert torch.allclose(single, trainer.network(batch["data"][[0, 0]])[:1], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------- integration
+DATASET_ID = 986
+DATASET = f"Dataset{DATASET_ID}_ULSegCoSeg"
+
+
+@pytest.mark.integration
+def test_coseg_pairs_train_predict_and_evaluate_end_to_end(tmp_path, monkeypatch):
+    """Sample -> convert -> plan -> embedding model -> coseg-pairs -> nnUNetTrainerCoSeg_1epochs through
+    nnUNet_extTrainer -> coseg-predict on the test split -> ulseg evaluate scores the folder as it is."""
+    from nnunet_ulseg.cli import main
+    from nnunet_ulseg.conversion.deeplesion import convert_deeplesion
+    from nnunet_ulseg.coseg.pairs import read_clusters
+    from nnunet_ulseg.demo import make_sample
+    from nnunet_ulseg.workflow.nnunet import NNUNetPaths, console_script
+    from nnunet_ulseg.workflow.slice_scores import read_crop_mask
+    from test_integration_nnunet import _run
+
+    sample = make_sample(tmp_path / "deeplesion", n_lesions=14, seed=3, progress=False)
+    paths = NNUNetPaths.under(tmp_path).create()
+    raw = paths.raw / DATASET
+    convert_deeplesion(sample, raw, num_processes=2, progress=False)
+    pre = paths.preprocessed / DATASET
+    pre.mkdir(parents=True)
+    shutil.copy2(raw / "splits_final.json", pre / "splits_final.json")
+    env = paths.environ(num_processes=2)
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        monkeypatch.setenv(key, env[key])
+    _run([console_script("nnUNetv2_plan_and_preprocess"), "-d", DATASET_ID, "-c", "2d", "-np", "2"], env)
+    # the embedding model: nnU-Net's U-Net, one short epoch
+    _run([console_script("nnUNetv2_train"), DATASET_ID, "2d", "0", "-tr", "nnUNetTrainerULSeg_1epochs", "-device",
+          "cpu", "--npz"], env)
+    assert main(["coseg-pairs", "-d", str(DATASET_ID), "-tr", "nnUNetTrainerULSeg_1epochs", "-device", "cpu",
+                 "--split-folds", "2"]) == 0
+    clusters = read_clusters(pre / "clusters.csv")
+    pairs = json.loads((pre / "pairs.json").read_text())
+    train_cases = json.loads((raw / "dataset.json").read_text())["numTraining"]
+    assert len(clusters) == train_cases and pairs["n_clusters"] == 2  # round(200 n / 32735) -> 2
+    for side in ("train", "val"):
+        assert all(clusters[a] == clusters[b] and {a, b} <= set(pairs["folds"][0][side])
+                   for a, b in pairs["pairs"][side])
+
+    trainer = "nnUNetTrainerCoSeg_1epochs"
+    out = _run([console_script("nnUNetv2_train"), DATASET_ID, "2d", "0", "-tr", trainer, "-device", "cpu"], env)
+    fold = paths.fold_dir(DATASET, trainer)
+    assert (fold / "checkpoint_final.pth").exists(), out[-2000:]
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert "co-segmentation: CoSegNet resnet26, attention csa, sgd (lr 0.01, weight decay 0.0005)" in log
+    assert np.isfinite(json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"])
+
+    images, pred = raw / "imagesTs", tmp_path / "coseg_pred"
+    assert main(["coseg-predict", "-i", str(images), "-o", str(pred), "-d", str(DATASET_ID), "-tr", trainer,
+                 "-f", "0", "-device", "cpu", "--disable_tta", "--partners", "2"]) == 0
+    cases = sorted(p.name[: -len("_0000.mha")] for p in images.glob("*_0000.mha"))
+    assert cases
+    report = json.loads((pred / "coseg_partners_part0.json").read_text())
+    for case in cases:
+        mask = read_crop_mask(pred / f"{case}.mha")
+        assert mask.shape == read_crop_mask(images / f"{case}_0000.mha").shape and set(np.unique(mask)) <= {0, 1}
+        assert len(report["pairs"][case]) == 2 and set(report["pairs"][case]) <= set(clusters)
+    # ulseg evaluate scores the folder as nnUNetv2_predict's
+    scored = tmp_path / "scores"
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(sample), "-o", str(scored), "--sidecar",
+                 str(raw / "lesions.csv"), "--split", "test", "--no-plots"]) == 0
+    summary = json.loads((scored / "summary.json").read_text())
+    assert "coseg_pred" in json.dumps(summary)
+    # the paper's optional dense CRF, on half of the cases (-num_parts 2 -part_id 0, as nnUNetv2_predict)
+    from nnunet_ulseg.coseg.crf import available
+
+    if available():
+        crf = tmp_path / "coseg_crf"
+        assert main(["coseg-predict", "-i", str(images), "-o", str(crf), "-d", str(DATASET_ID), "-tr", trainer,
+                     "-device", "cpu", "--disable_tta", "--crf", "-num_parts", "2", "-part_id", "0"]) == 0
+        assert sorted(p.stem for p in crf.glob("*.mha")) == cases[0::2]
+        for case in cases[0::2]:
+            mask = read_crop_mask(crf / f"{case}.mha")
+            assert mask.shape == read_crop_mask(pred / f"{case}.mha").shape and set(np.unique(mask)) <= {0, 1}

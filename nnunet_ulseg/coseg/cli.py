@@ -81,6 +81,9 @@ def add_coseg_predict_parser(subparsers) -> argparse.ArgumentParser:
     add_parts(p)
     p.add_argument("--partners", type=int, default=1, metavar="K",
                    help="nearest training lesions each input is paired with; outputs averaged (default: 1)")
+    p.add_argument("--crf", action="store_true",
+                   help="dense-CRF post-processing (Table 2 'DCRF'; the paper uses it with decoder D1 only); needs "
+                        "the optional package pydensecrf2")
     p.set_defaults(func=_run_predict)
     return p
 
@@ -94,6 +97,6 @@ def _run_predict(args) -> int:
     out = check_output_folder(args.out)
     report = coseg_predict(NNUNetPaths.from_environ(), args.dataset, Path(args.input), out, args.trainer, args.plans,
                            args.configuration, args.folds, args.checkpoint, args.partners, _device(args.device),
-                           args.tta, args.num_parts, args.part_id)
+                           args.tta, args.num_parts, args.part_id, args.crf)
     print(f"{len(report['pairs'])} case(s) predicted with {args.partners} partner(s) each -> {out}")
     return 0

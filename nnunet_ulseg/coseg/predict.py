@@ -17,7 +17,8 @@ centred on their lesion); logits are averaged over the partners (as nnU-Net aver
 folds) and written by nnU-Net's ``export_prediction_from_logits``: the same file names
 (``<case><file_ending>``), geometry and label values as ``nnUNetv2_predict``, so
 ``ulseg evaluate`` scores the folder as it is.  ``-num_parts/-part_id`` split the inputs
-as in ``nnUNetv2_predict``.
+as in ``nnUNetv2_predict``.  ``crf``: the paper's optional dense CRF (:mod:`.crf`) on the
+averaged probabilities in the input's geometry, then nnU-Net's writer.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from torch import nn
 from tqdm import tqdm
 
 from nnunet_ulseg.coseg.build import preprocessed_cases
+from nnunet_ulseg.coseg.crf import available as crf_available
+from nnunet_ulseg.coseg.crf import dense_crf
 from nnunet_ulseg.coseg.embed import center_tile, embed_tiles, load_encoder_model, normalise
 from nnunet_ulseg.coseg.pairs import EMBEDDINGS_FILE, PAIRS_FILE, nearest_partners, read_embeddings
 from nnunet_ulseg.nnunet_layout import NNUNetPaths
@@ -70,7 +73,7 @@ def input_cases(folder: Path, file_ending: str, num_inputs: int) -> dict[str, li
 
     if not folder.is_dir():
         raise FileNotFoundError(f"-i {folder}: not a folder")
-    cases = get_identifiers_from_splitted_dataset_folder(str(folder), file_ending)
+    cases = [str(c) for c in get_identifiers_from_splitted_dataset_folder(str(folder), file_ending)]
     if not cases:
         raise ValueError(f"-i {folder}: no images named <case>_0000{file_ending}")
     lists = create_lists_from_splitted_dataset_folder(str(folder), file_ending, cases)
@@ -82,15 +85,32 @@ def input_cases(folder: Path, file_ending: str, num_inputs: int) -> dict[str, li
     return out
 
 
+def write_with_crf(logits: np.ndarray, props: dict, files: list[str], pm, cm, dj: dict, ofile_truncated: str) -> None:
+    """nnU-Net's logits -> probabilities in the input's geometry -> dense CRF per slice -> nnU-Net's writer."""
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    lm = pm.get_label_manager(dj)
+    _, probs = convert_predicted_logits_to_segmentation_with_correct_shape(logits, pm, cm, lm, props,
+                                                                           return_probabilities=True)
+    rw = pm.image_reader_writer_class()
+    image = rw.read_images(files)[0][0]  # first channel, [Z, Y, X] (Z = 1 for a 2D crop)
+    probs = np.asarray(probs)
+    seg = np.stack([dense_crf(probs[:, z], image[z]) for z in range(image.shape[0])])
+    rw.write_seg(seg.astype(np.uint8), ofile_truncated + dj["file_ending"], props)
+
+
 def coseg_predict(paths: NNUNetPaths, dataset: str, input_dir: Path, output_dir: Path, trainer: str,
                   plans: str = "nnUNetPlans", configuration: str = "2d", folds: Sequence | None = (0,),
                   checkpoint: str = "checkpoint_final.pth", partners: int = 1, device: str = "cpu",
-                  tta: bool = True, num_parts: int = 1, part_id: int = 0, progress: bool = True) -> dict:
+                  tta: bool = True, num_parts: int = 1, part_id: int = 0, crf: bool = False,
+                  progress: bool = True) -> dict:
     """Predict every input case (of this part) paired with its ``partners`` nearest training lesions."""
     from nnunetv2.inference.export_prediction import export_prediction_from_logits
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
+    if crf and not crf_available():
+        raise ValueError("--crf needs the optional package pydensecrf2 (pip install pydensecrf2)")
     if not 0 <= part_id < num_parts:
         raise ValueError(f"-part_id must be in 0..{num_parts - 1}, got {part_id}")
     name = paths.dataset_name(dataset)
@@ -136,7 +156,10 @@ def coseg_predict(paths: NNUNetPaths, dataset: str, input_dir: Path, output_dir:
             out = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(np.ascontiguousarray(data)))
             logits = out if logits is None else logits + out
         logits = (logits / len(picks)).float().numpy()
-        export_prediction_from_logits(logits, props, cm, pm, dj, str(output_dir / case), False)
-    report = {"trainer": trainer, "folds": list(folds or []), "partners": partners, "pairs": chosen}
+        if crf:
+            write_with_crf(logits, props, cases[case], pm, cm, dj, str(output_dir / case))
+        else:
+            export_prediction_from_logits(logits, props, cm, pm, dj, str(output_dir / case), False)
+    report = {"trainer": trainer, "folds": list(folds or []), "partners": partners, "crf": crf, "pairs": chosen}
     (output_dir / f"coseg_partners_part{part_id}.json").write_text(json.dumps(report, indent=1))
     return report
