@@ -3,10 +3,14 @@
 The integration tests write two tiny 2D datasets themselves (64 x 64 CT-like slices, a liver with a
 tumour): a region-labelled liver/tumour dataset (labels 0/1/2, dataset.json liver = [1, 2], tumour = 2)
 and a weak-label lesion dataset (lesion 1 = the tumour, a 2-px ignore band around it), plan and
-preprocess them with the real ``nnUNetv2_plan_and_preprocess``, then find the trainers through
-``nnUNet_extTrainer`` and run nnU-Net's own ``run_training`` for one short epoch in this process
-(single-threaded data augmentation). The E²Net checkpoint is then loaded by nnU-Net's predictor, which
-rebuilds the network with deep supervision off, so inference sees s² alone.
+preprocess them once (2d only) with nnU-Net's own planning API in this process (the steps of
+``nnUNetv2_plan_and_preprocess -c 2d --verify_dataset_integrity``; see ``planned``), then find the
+trainers through ``nnUNet_extTrainer`` and run nnU-Net's own ``run_training`` for one short epoch in
+this process (single-threaded data augmentation): E²Net (stage 2), R2UNet (stage 1, the same slices
+read with the stage-1 labels ``{"background": 0, "liver": [1, 2]}``) and AHRNet + edge head + RLS.
+The E²Net checkpoint is then loaded by nnU-Net's predictor, which rebuilds the network with deep
+supervision off, so inference sees s² alone. The real CLI chain (converter -> nnUNetv2 commands ->
+``ulseg liver-tumour``) is ``tests/test_liver_tumour_integration.py``.
 """
 from __future__ import annotations
 
@@ -39,6 +43,27 @@ def test_trainer_refuses_other_labels_with_the_expected_block():
                 {"labels": {"background": 0, "lesion": 1, "ignore": 2}, "regions_class_order": [1, 2]}):
         with pytest.raises(ValueError, match=r"nnUNetTrainerE2Net trains nnU-Net regions .*'liver': \[1, 2\]"):
             check_region_labels(bad, STAGE2_LABELS, [1, 2], "nnUNetTrainerE2Net")
+
+
+def test_table3_rows_and_edge_weight_survive_nnunet_setting_self_network():
+    """nnU-Net's trainer assigns ``self.network`` (None, then the nn.Module): the switches must not live there."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_e2net_trainers", TRAINERS_DIR / "nnUNetTrainerE2Net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    e2net = ("+ dist + DCFF (E2Net)", 4.0)
+    rows = {"R2UNetLiver": ("1st stage (R2UNet, liver)", 0.0), "E2NetBaseline": ("Baseline (2nd stage, R2UNet)", 0.0),
+            "E2NetEdge": ("+ edge", 4.0), "E2NetDist": ("+ dist", 4.0), "E2NetEdgeDCFF": ("+ edge + DCFF", 4.0),
+            "E2NetDistDCFF": e2net, "E2Net": e2net, "E2NetLite_1epochs": e2net,
+            "R2UNetLiverLite_1epochs": ("1st stage (R2UNet, liver)", 0.0)}
+    for stem, (row, edge_weight) in rows.items():
+        cls = getattr(module, f"nnUNetTrainer{stem}")
+        trainer = cls.__new__(cls)
+        trainer.network = torch.nn.Identity()  # what nnUNetTrainer.initialize leaves there
+        trainer.label_manager = type("LM", (), {"has_regions": True, "has_ignore_label": False})()
+        assert trainer.table3_row == row, stem
+        assert trainer._build_loss().edge_weight == edge_weight, stem
 
 
 def test_ahrnet_edge_head_is_off_by_default_and_last_when_on():
