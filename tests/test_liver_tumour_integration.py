@@ -149,6 +149,19 @@ def test_names_and_input_folders(tmp_path):
         find_volumes(tmp_path / "empty")
 
 
+def test_command_names_the_missing_model(tmp_path, monkeypatch, capsys):
+    from nnunet_ulseg.cli import main
+
+    for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(v, str(tmp_path / v))
+    (tmp_path / "nnUNet_results" / "Dataset931_BenchLiver").mkdir(parents=True)
+    (tmp_path / "volume-1.nii").write_bytes(b"")
+    rc = main(["liver-tumour", "-i", str(tmp_path / "volume-1.nii"), "-o", str(tmp_path / "out"), "--stage1", "931",
+               "--stage2", "932"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Dataset931_BenchLiver/nnUNetTrainerR2UNetLiver__nnUNetPlans__2d: no dataset.json" in err
+
+
 @dataclass
 class RuleStage:
     """A stage with :class:`StageModel`'s interface whose prediction is a hand-made rule (not nnU-Net)."""
