@@ -29,6 +29,7 @@ BASE_NAMES = [
     "nnUNetTrainerAHRNetW18DEDA", "nnUNetTrainerAHRNetW18LS", "nnUNetTrainerAHRNetW18RLSAdam",
     "nnUNetTrainerAHRNetW18RLSPlateau", "nnUNetTrainerAHRNetW18S2", "nnUNetTrainerAHRNetW18S2RLS",
     "nnUNetTrainerRLSUnnormalized", "nnUNetTrainerDiceCERLSNoIgnore",
+    "nnUNetTrainerAHRNetEdgeRLS", "nnUNetTrainerAHRNetW18EdgeRLS",
 ]
 SHORT_NAMES = [
     "nnUNetTrainerBCEIoU_1epochs", "nnUNetTrainerBCEIoU_10epochs", "nnUNetTrainerRLS_1epochs",
@@ -44,9 +45,19 @@ SHORT_NAMES = [
     "nnUNetTrainerAHRNetW18RLSAdam_10epochs", "nnUNetTrainerAHRNetW18RLSPlateau_10epochs",
     "nnUNetTrainerAHRNetW18S2_10epochs", "nnUNetTrainerAHRNetW18S2RLS_10epochs",
     "nnUNetTrainerRLSUnnormalized_10epochs",
+    "nnUNetTrainerAHRNetEdgeRLS_1epochs", "nnUNetTrainerAHRNetEdgeRLS_10epochs",
+    "nnUNetTrainerAHRNetW18EdgeRLS_10epochs",
 ]
 DEFAULT_LOSS_NAMES = ["nnUNetTrainerULSeg_1epochs", "nnUNetTrainerULSeg_10epochs"]
-ALL_NAMES = BASE_NAMES + SHORT_NAMES + DEFAULT_LOSS_NAMES
+# co-segmentation (nnunet_ulseg.training.coseg; attributes checked in test_training_coseg.py)
+COSEG_NAMES = [f"nnUNetTrainerCoSeg{v}{s}" for v in ("", "Adam", "SEASPP", "ECA", "ECAASPP", "DANet", "None")
+               for s in ("", "_10epochs")] + ["nnUNetTrainerCoSeg_1epochs"]
+# E2Net (issue 14; not weak-label trainers, attributes checked in test_trainers_e2net.py)
+E2NET_NAMES = [f"nnUNetTrainer{n}{v}" for n in ("R2UNetLiver", "E2NetBaseline", "E2NetEdge", "E2NetDist",
+                                                 "E2NetEdgeDCFF", "E2Net") for v in ("", "Lite", "Lite_10epochs")] + [
+    "nnUNetTrainerE2NetDistDCFF", "nnUNetTrainerE2Net_1epochs", "nnUNetTrainerE2NetLite_1epochs",
+    "nnUNetTrainerR2UNetLiverLite_1epochs", "nnUNetTrainerR2UNetLiver_10epochs", "nnUNetTrainerE2Net_10epochs"]
+ALL_NAMES = BASE_NAMES + SHORT_NAMES + DEFAULT_LOSS_NAMES + COSEG_NAMES + E2NET_NAMES
 
 
 def _ext_folder(tmp_path) -> str:
