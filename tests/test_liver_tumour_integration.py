@@ -25,8 +25,8 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_ulseg.conversion.lits import normalise
-from nnunet_ulseg.workflow.liver_tumour import (CASES_CSV, EmptyLiverWarning, find_volumes, largest_component,
-                                                output_name, run_liver_tumour, two_stage)
+from nnunet_ulseg.workflow.liver_tumour import (CASES_CSV, EmptyLiverWarning, cases_csv_name, find_volumes,
+                                                largest_component, output_name, part_of, run_liver_tumour, two_stage)
 
 LIVER_HU, TUMOUR_HU, AIR_HU = 60.0, -40.0, -1000.0
 # window-normalised thresholds: air -1, tumour (-40 - 70) / 170 = -0.65, liver -0.06
@@ -147,6 +147,15 @@ def test_names_and_input_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no volume files"):
         find_volumes(tmp_path / "empty")
+
+
+def test_parts_cover_every_volume_once():
+    volumes = [f"v{i}" for i in range(7)]
+    parts = [part_of(volumes, 3, i) for i in range(3)]
+    assert sorted(sum(parts, [])) == sorted(volumes) and parts[1] == ["v1", "v4"]
+    assert cases_csv_name() == CASES_CSV and cases_csv_name(3, 1) == "liver_tumour_cases_part1of3.csv"
+    with pytest.raises(ValueError, match="part_id"):
+        part_of(volumes, 2, 2)
 
 
 def test_command_names_the_missing_model(tmp_path, monkeypatch, capsys):

@@ -275,6 +275,7 @@ class LiverTumourResult:
     out_dir: Path
     rows: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    csv_name: str = CASES_CSV
 
     @property
     def empty_liver(self) -> int:
@@ -282,13 +283,25 @@ class LiverTumourResult:
 
     def summary(self) -> str:
         return (f"liver-tumour: {len(self.rows)} volumes -> {self.out_dir} ({self.empty_liver} without a stage-1 "
-                f"liver: all background), {self.seconds:.1f} s; per case: {self.out_dir / CASES_CSV}")
+                f"liver: all background), {self.seconds:.1f} s; per case: {self.out_dir / self.csv_name}")
+
+
+def part_of(volumes: Sequence, num_parts: int = 1, part_id: int = 0) -> list:
+    """Volumes ``part_id, part_id + num_parts, ...``: ``nnUNetv2_predict -num_parts -part_id``'s split over machines."""
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise ValueError(f"-part_id must be in 0..{num_parts - 1} and -num_parts >= 1, got {part_id} of {num_parts}")
+    return list(volumes)[part_id::num_parts]
+
+
+def cases_csv_name(num_parts: int = 1, part_id: int = 0) -> str:
+    """:data:`CASES_CSV`, or ``liver_tumour_cases_part<I>of<N>.csv`` for one of several parts (no clash)."""
+    return CASES_CSV if num_parts == 1 else f"{CASES_CSV[:-4]}_part{part_id}of{num_parts}.csv"
 
 
 def run_liver_tumour(volumes: Sequence[str | os.PathLike], out_dir: str | os.PathLike, stage1: StageModel,
                      stage2: StageModel, ending: str = ".nii.gz", save_stage1: bool = False,
-                     progress: bool = True) -> LiverTumourResult:
-    """Segment every volume with both stages; write ``<name><ending>`` and :data:`CASES_CSV` into ``out_dir``.
+                     progress: bool = True, csv_name: str = CASES_CSV) -> LiverTumourResult:
+    """Segment every volume with both stages; write ``<name><ending>`` and ``csv_name`` into ``out_dir``.
 
     ``save_stage1`` also writes the largest stage-1 component as ``stage1/<name><ending>`` (0/1),
     to score the first stage alone (Table 3's "1st stage" row).  Rows are written as each case
@@ -306,8 +319,8 @@ def run_liver_tumour(volumes: Sequence[str | os.PathLike], out_dir: str | os.Pat
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"several inputs give the same output name: {', '.join(dupes)}")
-    result = LiverTumourResult(out)
-    with open(out / CASES_CSV, "w", newline="") as f:
+    result = LiverTumourResult(out, csv_name=csv_name)
+    with open(out / csv_name, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CASE_COLUMNS)
         writer.writeheader()
         for path, name in tqdm(list(zip(volumes, names)), desc="liver-tumour", unit="volume", disable=not progress):
@@ -335,6 +348,6 @@ def run_liver_tumour(volumes: Sequence[str | os.PathLike], out_dir: str | os.Pat
     return result
 
 
-__all__ = ["find_volumes", "output_name", "largest_component", "two_stage", "CaseResult", "StageModel", "find_model",
+__all__ = ["part_of", "cases_csv_name", "find_volumes", "output_name", "largest_component", "two_stage", "CaseResult", "StageModel", "find_model",
            "model_normalisation", "stage2_crop_settings", "run_liver_tumour", "LiverTumourResult",
            "EmptyLiverWarning", "STAGE1_TRAINER", "STAGE2_TRAINER", "CASES_CSV"]

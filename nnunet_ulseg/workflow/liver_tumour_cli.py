@@ -1,12 +1,15 @@
 """``ulseg liver-tumour``: E²Net's two stages on CT volumes, 3D liver/tumour label volumes out (E²Net Sec. 2, 3).
 
 ``ulseg liver-tumour -i IN -o OUT --stage1 D1 --stage2 D2 [-tr1 nnUNetTrainerR2UNetLiver]
-[-tr2 nnUNetTrainerE2Net] [-c 2d] [-p nnUNetPlans] [-f F ...] [-chk CHK] [-device D] [--disable_tta]``
+[-tr2 nnUNetTrainerE2Net] [-c 2d] [-p nnUNetPlans] [-f F ...] [-chk CHK] [-device D] [--disable_tta]
+[-num_parts N -part_id I]``
 
 ``-i`` is a CT volume file or a folder of them (LiTS ``volume-N.nii[.gz]``, or any NIfTI/NRRD/MHA);
 ``--stage1``/``--stage2`` are the two datasets ``convert-lits`` wrote (ids or names), whose models
 ``-tr1``/``-tr2`` are found under ``nnUNet_results`` as ``nnUNetv2_predict`` finds them.  ``-f`` and
-``-chk`` apply to both stages.  What the command does: :mod:`.liver_tumour`.
+``-chk`` apply to both stages; ``-num_parts N -part_id I`` split the volumes over machines as
+``nnUNetv2_predict`` does (each part writes its own ``liver_tumour_cases_part<I>of<N>.csv``).
+What the command does: :mod:`.liver_tumour`.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import argparse
 import sys
 
 from nnunet_ulseg.cli_args import (add_checkpoint, add_configuration, add_device, add_folds, add_output_folder,
-                                   add_plans, add_tta, check_output_folder)
+                                   add_parts, add_plans, add_tta, check_output_folder)
 
 COMMAND = "liver-tumour"
 
@@ -45,6 +48,8 @@ def add_liver_tumour_parser(subparsers) -> argparse.ArgumentParser:
     add_checkpoint(p)
     add_device(p)
     add_tta(p)
+    add_parts(p, help_num_parts="split the volumes over this many processes/machines, as nnUNetv2_predict "
+                                "(default: 1)")
     p.add_argument("--format", dest="ending", choices=(".nii.gz", ".nii"), default=".nii.gz",
                    help="label volume file ending (default: .nii.gz)")
     p.add_argument("--save-stage1", action="store_true",
@@ -56,14 +61,15 @@ def add_liver_tumour_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_liver_tumour_command(args: argparse.Namespace) -> int:
     """Load both models, segment every input, print the summary; 0 on success (empty livers included)."""
-    from .liver_tumour import StageModel, find_model, find_volumes, run_liver_tumour
+    from .liver_tumour import StageModel, cases_csv_name, find_model, find_volumes, part_of, run_liver_tumour
 
     out = check_output_folder(args.out)
-    volumes = find_volumes(args.input)
+    volumes = part_of(find_volumes(args.input), args.num_parts, args.part_id)
     folders = [find_model(d, t, args.plans, args.configuration)
                for d, t in ((args.stage1, args.trainer1), (args.stage2, args.trainer2))]
     stage1, stage2 = (StageModel.load(f, args.folds, args.checkpoint, args.device, args.tta) for f in folders)
-    result = run_liver_tumour(volumes, out, stage1, stage2, args.ending, args.save_stage1, progress=not args.quiet)
+    result = run_liver_tumour(volumes, out, stage1, stage2, args.ending, args.save_stage1, progress=not args.quiet,
+                              csv_name=cases_csv_name(args.num_parts, args.part_id))
     print(result.summary())
     return 0
 
