@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -73,19 +72,22 @@ def test_split_and_files(converted):
     assert not (out1 / "labelsTr" / f"{test_case}.mha").exists()
 
 
-def test_nnunet_accepts_both_datasets(converted):
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+def test_nnunet_accepts_both_datasets(converted, monkeypatch):
+    from nnunetv2.experiment_planning import verify_dataset_integrity as verify
     from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
+    from nnunet_inprocess import ThreadPools
+
+    monkeypatch.setattr(verify, "multiprocessing", ThreadPools)  # nnU-Net's label check in a thread, not a spawn
     _, out1, out2 = converted
     for out in (out1, out2):
-        verify_dataset_integrity(str(out), num_processes=1)  # raises on any problem
+        verify.verify_dataset_integrity(str(out), num_processes=1)  # raises on any problem
     d2 = json.loads((out2 / "dataset.json").read_text())
     assert d2["labels"] == {"background": 0, "liver": [1, 2], "tumour": 2} and d2["regions_class_order"] == [1, 2]
     lm = LabelManager(d2["labels"], d2["regions_class_order"])
     assert lm.has_regions and lm.foreground_regions == [(1, 2), 2]
     d1 = json.loads((out1 / "dataset.json").read_text())
-    assert d1["labels"] == {"background": 0, "liver": 1} and d1["channel_names"] == {"0": "noNorm"}
+    assert d1["labels"] == {"background": 0, "liver": [1, 2]} and d1["regions_class_order"] == [1] and d1["channel_names"] == {"0": "noNorm"}
     assert d2["channel_names"] == {"0": "noNorm"}
     for d in (d1, d2):
         assert d["file_ending"] == ".mha" and d["numTraining"] == 3 and d["numTest"] == 1
@@ -289,23 +291,24 @@ def test_command(sample, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.integration
 def test_nnunet_plan_and_preprocess_stage2(sample, tmp_path):
-    """The region-labelled stage-2 dataset through ``nnUNetv2_plan_and_preprocess -c 2d`` (2 training cases).
+    """The region-labelled stage-2 dataset through nnU-Net's plan and preprocess, 2d (2 training cases).
 
     Stage 1 is a plain nnU-Net dataset (checked by verify_dataset_integrity above); the
-    stage-2 regions and nominal spacing are what nnU-Net could refuse or resample.
+    stage-2 regions and nominal spacing are what nnU-Net could refuse or resample.  The steps
+    of ``nnUNetv2_plan_and_preprocess -d 614 -c 2d -np 1`` run through nnU-Net's API in this
+    process with thread pools (``tests/nnunet_inprocess.py``): the same planner and
+    preprocessor, without three interpreter start-ups (about 50 s of this test's 57 s).
     """
-    from nnunet_ulseg.workflow.nnunet import NNUNetPaths, console_script
+    from nnunet_inprocess import plan_and_preprocess
+    from nnunet_ulseg.nnunet_layout import NNUNetPaths
 
     paths = NNUNetPaths.under(tmp_path).create()
-    env = paths.environ(num_processes=1)
     out1, out2 = stage_folders(paths.raw, 613)
     convert_lits(sample, out1, out2, val_fraction=0.25, test_fraction=0.5, progress=False, train_pad=(3, 6),
                  test_pad=4)
     shutil.copy2(out2 / "splits_final.json", (paths.preprocessed / out2.name).mkdir() or
                  paths.preprocessed / out2.name / "splits_final.json")
-    proc = subprocess.run([str(console_script("nnUNetv2_plan_and_preprocess")), "-d", "614", "-c", "2d", "-np", "1"],
-                          env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert plan_and_preprocess(paths, [614], configurations=("2d",)) == "nnUNetPlans"
     pre2 = paths.preprocessed / out2.name
     plans = json.loads((pre2 / "nnUNetPlans.json").read_text())
     assert plans["configurations"]["2d"]["spacing"] == [1.0, 1.0]  # nominal crop spacing: no resampling

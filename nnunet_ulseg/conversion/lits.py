@@ -35,6 +35,10 @@ Representation, and why:
   "Crops"), so nnU-Net's 2d configuration does not resample it again; the true geometry
   is in ``lits_cases.csv``, which :func:`paste_back` uses to put a crop label back into
   the volume's voxel grid.
+* **Stage-1 labels** are 0/1 (tumour merged into liver), declared in region form
+  ``"labels": {"background": 0, "liver": [1, 2]}, "regions_class_order": [1]`` so the
+  stage-1 network has one sigmoid output for the liver, like stage 2's liver channel
+  (:data:`nnunet_ulseg.training.e2net.STAGE1_LABELS`).
 * **Stage-2 labels are regions** (E²Net segments the liver including its tumours, and the
   tumours): ``"labels": {"background": 0, "liver": [1, 2], "tumour": 2},
   "regions_class_order": [1, 2]``, nnU-Net's region-based training (sigmoid outputs, each
@@ -547,7 +551,10 @@ def _dataset_json(out: Path, name: str, stage: int, n_train: int, n_test: int, n
                   normalisation=normalisation, window_hu=list(WINDOW) if normalisation == "window" else None,
                   numTest=n_test, stage=stage, partner_dataset=partner, sidecar="lits_cases.csv", seed=seed)
     if stage == 1:
-        generate_dataset_json(str(out), labels={"background": 0, "liver": 1}, dataset_name=name,
+        # region form (liver = {1, 2}, one sigmoid output), what nnUNetTrainerR2UNetLiver trains
+        # (nnunet_ulseg.training.e2net.STAGE1_LABELS); the label files are 0/1, so the region is label 1
+        generate_dataset_json(str(out), labels={"background": 0, "liver": [1, 2]}, regions_class_order=(1,),
+                              dataset_name=name,
                               description="E2Net stage 1 (coarse liver): LiTS volumes, tumour merged into liver; "
                                           "train slice by slice with the 2d configuration (nnunet_ulseg)",
                               references_test="referencesTs", **common)
