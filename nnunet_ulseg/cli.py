@@ -20,10 +20,9 @@ class UserError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     from nnunet_ulseg.conversion.cli import add_convert_parser
-    from nnunet_ulseg.conversion.lits_cli import add_lits_parser
     from nnunet_ulseg.conversion.uls23_cli import add_uls23_parser
+    from nnunet_ulseg.conversion.lits_cli import add_lits_parser
     from nnunet_ulseg.demo.lits import add_make_lits_sample_parser
-    from nnunet_ulseg.demo.volume import add_sample_volumes_parser
     from nnunet_ulseg.evaluation.lits_cli import add_evaluate_lits_parser
     from nnunet_ulseg.coseg.cli import add_coseg_pairs_parser, add_coseg_predict_parser
     from nnunet_ulseg.demo.cli import add_make_sample_parser
@@ -32,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     from nnunet_ulseg.refine.cli import add_refine_parser
     from nnunet_ulseg.propagate.cli import add_propagate_parser
     from nnunet_ulseg.segment.cli import add_segment_parser
+    from nnunet_ulseg.demo.volume import add_sample_volumes_parser
     from nnunet_ulseg.workflow.cli import add_demo_parser
+    from nnunet_ulseg.workflow.liver_tumour_cli import add_liver_tumour_parser
     from nnunet_ulseg.workflow.postprocess_cli import add_postprocess_parser
     from nnunet_ulseg.workflow.trainers_cli import add_trainers_path_parser
 
@@ -45,7 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nnunet-ulseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_make_sample_parser(sub)
-    add_sample_volumes_parser(sub)
     add_convert_parser(sub)
     add_uls23_parser(sub)
     add_make_lits_sample_parser(sub)
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(sub)
     add_trainers_path_parser(sub)
     add_segment_parser(sub)
+    add_sample_volumes_parser(sub)
+    add_liver_tumour_parser(sub)
     return parser
 
 
