@@ -3,8 +3,10 @@
 Thin wrapper over :func:`nnunet_ulseg.conversion.lits.convert_lits`; the same options as
 ``ulseg convert-lits`` (``-i`` the LiTS folder, ``-o`` the nnU-Net raw root, default
 ``$nnUNet_raw``; ``-d`` (default 511, stage 2 gets 512), ``--normalisation window|ct``,
-``--test-fraction``, ``--seed``, ``--strict``).  ``splits_final.json`` is also copied to
-``$nnUNet_preprocessed/<dataset>/`` when that variable is set.
+``--crop-size PX`` (stage-2 crop side, a multiple of 32; default 256, the paper's: a smaller
+one is a CPU budget choice), ``--test-fraction``, ``--seed``, ``--strict``).
+``splits_final.json`` is also copied to ``$nnUNet_preprocessed/<dataset>/`` when that
+variable is set.
 
     python dataset_conversion/Dataset511_LiTS.py -i LiTS/ -d 511
 """

@@ -12,6 +12,7 @@ into "Training Batch 1/2"; never written to) and writes two datasets::
                                       ``ulseg evaluate-lits`` scores a two-stage prediction against
     Dataset<ID+1>_<name>Tumour/   stage 2: liver and tumour on the liver's box
         imagesTr/LiTS_NNNN_0000.mha   the liver's bounding box, padded, resized in-plane to 256 x 256
+                                      (``crop_size``; 256 is the paper's)
         labelsTr/LiTS_NNNN.mha        0/1/2 on that crop; dataset.json makes them regions
         imagesTs/ labelsTs/           the test cases' crops and their 0/1/2 crop labels
     both: dataset.json, splits_final.json, lits_cases.csv, conversion_report.csv
@@ -24,8 +25,17 @@ Representation, and why:
   so stage 1 keeps the input geometry exactly and its predictions need no pasting back.
 * **Stage-2 crop** (Sec. 2, 3): the 3D bounding box of the reference liver (labels 1 and 2),
   padded in-plane by ``pad`` px on every side (z: the liver's slices, unpadded: in-plane
-  padding is what the paper describes), resized in-plane to 256 x 256 (independently along x
-  and y, as "resize them into 256 x 256" does).  Training (and validation) cases get a
+  padding is what the paper describes), resized in-plane to ``crop_size`` x ``crop_size``
+  (independently along x and y, as "resize them into 256 x 256" does).  ``crop_size``
+  defaults to the paper's 256 (:data:`CROP_SIZE`); a smaller one (``--crop-size 128``) is a
+  CPU budget choice, not the paper's: a 128 px crop has a quarter of the pixels, so about a
+  quarter of the network's compute per slice, at half the in-plane resolution (what lets
+  an equal-budget Table 3 run on two CPU cores).  It must be a multiple of
+  :data:`CROP_DIVISOR` = 32, the R2UNet/E²Net input divisor (five stride-2 stages,
+  :data:`nnunet_ulseg.networks.r2unet.SIZE_DIVISOR`), so that nnU-Net's 2d patch is the whole
+  crop.  The size is recorded per case (``crop_size`` in ``lits_cases.csv``) and in the
+  stage-2 ``dataset.json`` (``crop_size``), which ``ulseg liver-tumour`` reads to cut test
+  volumes the same way.  Training (and validation) cases get a
   random pad of 10-60 px, drawn once per case from ``default_rng([seed, N])`` and recorded;
   test cases get the fixed :data:`TEST_PAD` = 35 px, the middle of the training range, so a
   test crop looks like an average training crop.  Outside the volume the crop is -1024 HU
@@ -91,8 +101,11 @@ logger = logging.getLogger("nnunet_ulseg.conversion")
 
 CONVERTED_BY = "nnunet_ulseg convert-lits"
 FILE_ENDING = ".mha"
-#: Stage-2 crop side (px) and pads (px): random in [lo, hi] for training cases, fixed for test cases.
+#: Stage-2 crop side (px; the paper's 256, Sec. 3) and pads (px): random in [lo, hi] for training cases,
+#: fixed for test cases.
 CROP_SIZE = 256
+#: A crop side must be a multiple of this: R2UNet's/E²Net's input divisor (networks/r2unet.py SIZE_DIVISOR).
+CROP_DIVISOR = 32
 TRAIN_PAD = (10, 60)
 TEST_PAD = 35
 #: The paper's HU window (Sec. 3), mapped to [-1, 1].
@@ -156,6 +169,23 @@ class LiverBox:
         """Output px per input px along x and y."""
         (ya, yb), (xa, xb) = self.crop_y, self.crop_x
         return self.size / (xb - xa), self.size / (yb - ya)
+
+
+def check_crop_size(crop_size) -> int:
+    """``crop_size`` as an int; ``ValueError`` unless it is a positive multiple of :data:`CROP_DIVISOR` (32).
+
+    The stage-2 network (R2UNet / E²Net, five stride-2 stages) needs height and width
+    divisible by 32, and the crop is its whole 2d patch; so a crop of another size would be
+    refused, or padded by nnU-Net, only at training time: refused here, before converting.
+    """
+    try:
+        size = int(crop_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"crop size must be a whole number of px, got {crop_size!r}") from None
+    if size != crop_size or size <= 0 or size % CROP_DIVISOR:
+        raise ValueError(f"crop size must be a positive multiple of {CROP_DIVISOR} px (the E2Net/R2UNet input "
+                         f"divisor), got {crop_size!r}; e.g. {CROP_SIZE} (the paper's) or 128")
+    return size
 
 
 def liver_box(liver: np.ndarray, pad: int, size: int = CROP_SIZE) -> LiverBox:
@@ -353,6 +383,7 @@ class CaseTask:
     normalisation: str
     out1: str
     out2: str
+    crop_size: int = CROP_SIZE
 
 
 def case_id(number: int) -> str:
@@ -434,7 +465,7 @@ def convert_case(task: CaseTask) -> tuple[CaseRow | None, CaseIssue | None]:
         liver = label > 0
         if not liver.any():
             raise CaseError("no_liver", "the segmentation is all background", task.segmentation)
-        box = liver_box(liver, task.pad)
+        box = liver_box(liver, task.pad, task.crop_size)
         test = task.split == "test"
         img1, lab1, img2, lab2 = output_files(task, task.out1, task.out2)
         image1 = normalise(hu, task.normalisation)
@@ -503,6 +534,7 @@ class LitsResult:
     seconds: float = 0.0
     normalisation: str = DEFAULT_NORMALISATION
     converted: dict[str, int] = field(default_factory=dict)
+    crop_size: int = CROP_SIZE
 
     @property
     def out_dir(self) -> Path:  # conversion.cli.exit_status names the report in this folder
@@ -518,7 +550,7 @@ class LitsResult:
     def summary(self) -> str:
         c = {s: sum(r.split == s for r in self.rows) for s in SPLIT_VALUES}
         lines = [f"LiTS -> {self.out1} (stage 1) and {self.out2} (stage 2); {self.n_cases} cases, "
-                 f"{self.seconds:.1f} s, normalisation {self.normalisation}",
+                 f"{self.seconds:.1f} s, normalisation {self.normalisation}, stage-2 crops {self.crop_size} px",
                  f"converted {len(self.rows)} cases: " + ", ".join(f"{k} {v}" for k, v in c.items()),
                  f"skipped {len(self.issues)} cases" + (":" if self.issues else "")]
         lines += [f"  {k}: {v}" for k, v in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0]))]
@@ -541,8 +573,9 @@ def _write_report(path: Path, rows: list[CaseRow], issues: list[CaseIssue]) -> N
 
 
 def _dataset_json(out: Path, name: str, stage: int, n_train: int, n_test: int, normalisation: str, lits_dir: Path,
-                  partner: str, seed: int, train_pad: tuple[int, int], test_pad: int) -> None:
-    """Write ``out/dataset.json`` of dataset ``name`` (stage 1 or 2)."""
+                  partner: str, seed: int, train_pad: tuple[int, int], test_pad: int,
+                  crop_size: int = CROP_SIZE) -> None:
+    """Write ``out/dataset.json`` of dataset ``name`` (stage 1 or 2); stage 2 records ``crop_size``."""
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
     common = dict(channel_names={"0": NORMALISATIONS[normalisation]}, num_training_cases=n_train,
@@ -563,8 +596,8 @@ def _dataset_json(out: Path, name: str, stage: int, n_train: int, n_test: int, n
                               regions_class_order=(1, 2), dataset_name=name,
                               description=f"E2Net stage 2 (liver and tumour): the liver's bounding box, padded "
                                           f"{train_pad[0]}-{train_pad[1]} px (train) / {test_pad} px (test), "
-                                          f"resized in-plane to {CROP_SIZE}x{CROP_SIZE} (nnunet_ulseg)",
-                              crop_size=CROP_SIZE, train_pad=list(train_pad), test_pad=test_pad,
+                                          f"resized in-plane to {crop_size}x{crop_size} (nnunet_ulseg)",
+                              crop_size=int(crop_size), train_pad=list(train_pad), test_pad=test_pad,
                               labels_test="labelsTs", nominal_spacing=True, **common)
 
 
@@ -582,14 +615,18 @@ def stage_folders(raw_root: str | os.PathLike, dataset_id: int, name: str = "LiT
 def convert_lits(lits_dir: str | os.PathLike, out1: str | os.PathLike, out2: str | os.PathLike,
                  normalisation: str = DEFAULT_NORMALISATION, val_fraction: float = 0.15, test_fraction: float = 0.2,
                  seed: int = 0, strict: bool = False, overwrite: bool = False, num_processes: int = 1,
-                 progress: bool = True, train_pad: tuple[int, int] = TRAIN_PAD, test_pad: int = TEST_PAD
-                 ) -> LitsResult:
+                 progress: bool = True, train_pad: tuple[int, int] = TRAIN_PAD, test_pad: int = TEST_PAD,
+                 crop_size: int = CROP_SIZE) -> LitsResult:
     """Convert the LiTS folder ``lits_dir`` into the stage-1 dataset ``out1`` and the stage-2 dataset ``out2``.
 
     See the module docstring for what is written and why.  ``num_processes`` > 1 converts
     cases in worker processes.  ``train_pad`` (lo, hi) and ``test_pad`` are the stage-2 pads in
     px; the defaults are the paper's (for 512 x 512 slices); a smaller sample may want smaller ones.
+    ``crop_size`` is the stage-2 crop side in px (a multiple of 32, checked by
+    :func:`check_crop_size` before anything is read or written); the default 256 is the
+    paper's, a smaller one is a CPU budget choice (see the module docstring).
     """
+    crop_size = check_crop_size(crop_size)
     lo, hi = (int(v) for v in train_pad)
     if not 0 <= lo <= hi or int(test_pad) < 0:
         raise ValueError(f"pads must be 0 <= lo <= hi and test_pad >= 0, got {train_pad} and {test_pad}")
@@ -634,7 +671,7 @@ def convert_lits(lits_dir: str | os.PathLike, out1: str | os.PathLike, out2: str
         split = splits[number]
         pad = int(test_pad) if split == "test" else int(np.random.default_rng([seed, number]).integers(lo, hi + 1))
         tasks[number] = CaseTask(number, case_id(number), str(files["volume"][0]), str(files["segmentation"][0]),
-                                 split, pad, normalisation, str(out1), str(out2))
+                                 split, pad, normalisation, str(out1), str(out2), crop_size)
 
     if overwrite:
         for folder in folders:
@@ -670,10 +707,11 @@ def convert_lits(lits_dir: str | os.PathLike, out1: str | os.PathLike, out2: str
         folder.new_file("splits_final.json")
         write_splits(make_splits(split_pairs), out, preprocessed_root_from_env(), overwrite=overwrite)
         folder.write_new("dataset.json", lambda tmp, out=out, partner=partner, stage=stage: _dataset_json(
-            tmp, out.name, stage, len(rows) - n_test, n_test, normalisation, src, partner.name, seed, (lo, hi), int(test_pad)))
+            tmp, out.name, stage, len(rows) - n_test, n_test, normalisation, src, partner.name, seed, (lo, hi),
+            int(test_pad), crop_size))
         written = [f for r in rows for f in output_files(r, out1, out2) if Path(f).is_relative_to(out)]
         folder.finish(written)
-    result = LitsResult(out1, out2, rows, issues, len(found), normalisation=normalisation)
+    result = LitsResult(out1, out2, rows, issues, len(found), normalisation=normalisation, crop_size=crop_size)
     result.seconds = time.perf_counter() - t0
     if progress:
         print(result.summary(), file=sys.stdout, flush=True)
@@ -684,4 +722,5 @@ def convert_lits(lits_dir: str | os.PathLike, out1: str | os.PathLike, out2: str
 
 __all__ = ["convert_lits", "LitsResult", "LiverBox", "liver_box", "crop_image", "crop_label", "paste_back",
            "normalise", "read_cases", "write_cases", "CaseRow", "stage_folders", "assign_splits", "REASONS",
-           "resize_nearest", "nearest_index", "CROP_SIZE", "TRAIN_PAD", "TEST_PAD", "WINDOW"]
+           "resize_nearest", "nearest_index", "check_crop_size", "CROP_SIZE", "CROP_DIVISOR", "TRAIN_PAD",
+           "TEST_PAD", "WINDOW"]

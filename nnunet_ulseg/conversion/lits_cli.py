@@ -25,15 +25,16 @@ COMMAND = "convert-lits"
 DESCRIPTION = ("Convert LiTS (volume-N.nii + segmentation-N.nii: 0 background, 1 liver, 2 tumour) into the two "
                "nnU-Net raw datasets of E2Net's two stages: stage 1, whole slices with liver labels (tumour merged); "
                "stage 2, the liver's bounding box padded (random 10-60 px for training, 35 px for test) and resized "
-               "in-plane to 256x256, with region labels liver = {1, 2}, tumour = 2. Both have lits_cases.csv (box, "
-               "pad, resize factors, original geometry), a patient-level splits_final.json and conversion_report.csv.")
+               "in-plane to 256x256 (the paper's; --crop-size), with region labels liver = {1, 2}, tumour = 2. Both "
+               "have lits_cases.csv (box, pad, resize factors, original geometry), a patient-level splits_final.json "
+               "and conversion_report.csv.")
 DATASET_ID = 511
 DATASET_NAME = "LiTS"
 
 
 def add_lits_arguments(parser: argparse.ArgumentParser) -> None:
     """The converter's options (shared by the ``ulseg`` sub-command and the dataset_conversion script)."""
-    from .lits import DEFAULT_NORMALISATION, NORMALISATIONS, TEST_PAD, TRAIN_PAD
+    from .lits import CROP_DIVISOR, CROP_SIZE, DEFAULT_NORMALISATION, NORMALISATIONS, TEST_PAD, TRAIN_PAD
 
     add_input_folder(parser, dest="lits", aliases=("--lits",), metavar="LITS_DIR",
                      help="folder holding volume-N.nii and segmentation-N.nii (searched recursively; read only)")
@@ -58,6 +59,9 @@ def add_lits_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{TRAIN_PAD[1]}, the paper's, for 512 px slices)")
     parser.add_argument("--test-pad", type=int, default=TEST_PAD, metavar="PX",
                         help=f"stage-2 pad (px) of test cases (default: {TEST_PAD})")
+    parser.add_argument("--crop-size", type=int, default=CROP_SIZE, metavar="PX",
+                        help=f"stage-2 crop side (px), a multiple of {CROP_DIVISOR} (the E2Net/R2UNet input divisor); "
+                             f"default {CROP_SIZE}, the paper's; a smaller one (e.g. 128) is a CPU budget choice")
     add_num_processes(parser, default=1, help="worker processes (default: 1)")
     parser.add_argument("--strict", action="store_true",
                         help="stop with an error on the first bad case instead of skipping it")
@@ -95,7 +99,8 @@ def run_lits(args: argparse.Namespace) -> int:
             result = convert_lits(args.lits, out1, out2, normalisation=args.normalisation,
                                   val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
                                   strict=args.strict, overwrite=args.overwrite, num_processes=args.num_processes,
-                                  progress=not args.quiet, train_pad=tuple(args.pad), test_pad=args.test_pad)
+                                  progress=not args.quiet, train_pad=tuple(args.pad), test_pad=args.test_pad,
+                                  crop_size=args.crop_size)
         except (ValueError, OSError) as e:  # ConversionError, bad input, existing output: user errors
             print(f"ulseg {COMMAND}: error: {e}", file=sys.stderr)
             return 2
