@@ -7,7 +7,8 @@ DCFF and + dist + DCFF (= E²Net), as liver and tumour Dice per case.  Here:
 1. a LiTS-format sample is generated (``--cases``, ``--seed``, ``--image-size``;
    :func:`nnunet_ulseg.demo.lits.make_lits_sample`) and converted by ``ulseg convert-lits``
    with each ``--normalisation`` asked for (``window``, the paper's HU window, and/or ``ct``,
-   nnU-Net's CT normalisation: two dataset pairs, measured side by side);
+   nnU-Net's CT normalisation: two dataset pairs, measured side by side) and ``--crop-size``
+   (the stage-2 crop side, default 256, the paper's);
 2. ``nnUNetv2_plan_and_preprocess`` plans both datasets; stage 1 is trained once per
    normalisation, then every stage-2 row, plus nnU-Net's own default trainer
    (``nnUNetTrainerULSeg_10epochs``: ``nnUNetTrainer`` with region labels, Dice + BCE, its
@@ -28,9 +29,13 @@ row / default, lower is better).  Rows are saved to ``bench_e2net.json`` as soon
 scored; re-running with the same ``--keep`` folder and settings continues where a stopped run
 ended (trained models and predictions are reused).  Backbone: the ``Lite`` trainers
 (``res2net_lite``, networks/res2net.py), since the full Res2Net-50 rows do not train on a CPU in
-a benchmark's time; all rows use the same backbone.  Long: run it by hand, not in CI::
+a benchmark's time; all rows use the same backbone.  Crop size: ``--crop-size`` (default 256,
+the paper's) is passed to ``convert-lits --crop-size``; the CPU table (2 cores) is run with
+``--crop-size 128``, a budget choice, not the paper's: a quarter of the pixels per slice, so six
+rows fit one equal budget; every row of one table uses the same crops.  Long: run it by hand,
+not in CI::
 
-    python benchmarks/bench_e2net.py --cases 24 --epochs 20 --iterations 25 --normalisation window ct
+    python benchmarks/bench_e2net.py --cases 24 --epochs 20 --iterations 25 --crop-size 128 --normalisation window ct
 
 Smoke run (end to end in a few minutes): ``--cases 3 --epochs 1 --iterations 2 --image-size 96``.
 """
@@ -60,7 +65,9 @@ ROWS = {
 DEFAULT_ROW = ("nnU-Net default (nnUNetTrainer)", "nnUNetTrainerULSeg_10epochs")
 BASELINE = "Baseline (2nd stage)"
 DATASET_ID = 931
-SETTINGS = ("cases", "seed", "image_size", "epochs", "iterations", "pad", "test_pad", "tta")
+SETTINGS = ("cases", "seed", "image_size", "crop_size", "epochs", "iterations", "pad", "test_pad", "tta")
+#: the crop side of a saved run from before --crop-size existed (it was always the paper's 256)
+CROP_SIZE_BEFORE_THE_OPTION = 256
 METRICS = (("liver", "dice_per_case"), ("tumour", "dice_per_case"), ("liver", "dice_global"),
            ("tumour", "dice_global"))
 
@@ -79,6 +86,8 @@ class Results:
         self.path, self.settings, self.rows = path, settings, {}
         if path.exists():
             saved = json.loads(path.read_text())
+            if isinstance(saved.get("settings"), dict) and "crop_size" in settings:
+                saved["settings"].setdefault("crop_size", CROP_SIZE_BEFORE_THE_OPTION)
             if saved.get("settings") != settings:
                 raise SystemExit(f"{path} holds a run with settings {saved.get('settings')}, not {settings}; "
                                  "use another --keep folder")
@@ -130,7 +139,7 @@ class Pipeline:
         """Convert (once) and plan/preprocess (once) both datasets of this normalisation."""
         if not (self.d2 / "dataset.json").is_file():
             _run([*self.ulseg, "convert-lits", "-i", self.sample, "-o", self.paths.raw, "-d", self.id1, "--name",
-                  self.name, "--normalisation", self.normalisation, "--pad",
+                  self.name, "--normalisation", self.normalisation, "--crop-size", self.args.crop_size, "--pad",
                   *self.args.pad, "--test-pad", self.args.test_pad, "--seed", self.args.seed, "--quiet", "-np",
                   self.args.np], self.env, "convert-lits")
         if not (self.paths.preprocessed / self.d2.name / "nnUNetPlans.json").is_file() or \
@@ -236,6 +245,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=25, help="iterations per epoch (ULSEG_SHORT_ITERATIONS)")
     parser.add_argument("--normalisation", nargs="+", choices=("window", "ct"), default=["window"],
                         help="convert-lits --normalisation; several = one dataset pair and table each (default window)")
+    parser.add_argument("--crop-size", type=int, default=256, metavar="PX",
+                        help="convert-lits --crop-size: the stage-2 crop side, a multiple of 32 (default 256, the "
+                             "paper's; the 2-core CPU table uses 128, a budget choice)")
     parser.add_argument("--pad", nargs=2, type=int, default=None, metavar=("LO", "HI"),
                         help="convert-lits --pad for training crops (default: the paper's 10-60 px scaled to the "
                              "sample's slice size, image-size / 512)")
@@ -257,6 +269,12 @@ def main() -> None:
         args.test_pad = (args.pad[0] + args.pad[1]) // 2
     if args.cases < 3:
         raise SystemExit("--cases must be at least 3 (train, validation and test cases)")
+    from nnunet_ulseg.conversion.lits import check_crop_size
+
+    try:
+        check_crop_size(args.crop_size)
+    except ValueError as e:
+        raise SystemExit(f"--crop-size: {e}") from None
 
     from nnunet_ulseg.demo.lits import make_lits_sample
     from nnunet_ulseg.nnunet_layout import NNUNetPaths
