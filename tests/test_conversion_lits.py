@@ -314,3 +314,72 @@ def test_nnunet_plan_and_preprocess_stage2(sample, tmp_path):
     assert plans["configurations"]["2d"]["spacing"] == [1.0, 1.0]  # nominal crop spacing: no resampling
     assert plans["configurations"]["2d"]["normalization_schemes"] == ["NoNormalization"]
     assert len(list((pre2 / "nnUNetPlans_2d").glob("*_seg.b2nd"))) == 2
+
+
+def test_crop_size_128_changes_only_the_stage2_crop_size(sample, converted, tmp_path, monkeypatch):
+    """``convert-lits --crop-size 128`` (a CPU budget choice): the same split, boxes and pads and the
+    same stage 1 as the default 256 px run; only the stage-2 crops are 128 x 128, recorded in the
+    sidecar and in dataset.json, and they paste back into the volume's grid."""
+    from nnunet_ulseg.cli import main
+
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    assert main(["convert-lits", "-i", str(sample), "-o", str(tmp_path), "-d", "621", "--val-fraction", "0.25",
+                 "--test-fraction", "0.25", "--seed", "3", "--crop-size", "128", "--quiet"]) == 0
+    result256, out1_256, out2_256 = converted
+    out1, out2 = stage_folders(tmp_path, 621)
+    d2 = json.loads((out2 / "dataset.json").read_text())
+    assert d2["crop_size"] == 128 and "resized in-plane to 128x128" in d2["description"]
+    assert json.loads((out2_256 / "dataset.json").read_text())["crop_size"] == CROP_SIZE == 256
+    assert "crop_size" not in json.loads((out1 / "dataset.json").read_text())
+    rows, rows256 = read_cases(out2 / "lits_cases.csv"), read_cases(out2_256 / "lits_cases.csv")
+    assert read_cases(out1 / "lits_cases.csv") == rows and set(rows) == set(rows256)
+    for case, r in rows.items():
+        r256 = rows256[case]
+        assert r.crop_size == 128 and r256.crop_size == 256
+        assert (r.split, r.pad, r.box.crop_y, r.box.crop_x, r.box.z0, r.box.z1) == \
+            (r256.split, r256.pad, r256.box.crop_y, r256.box.crop_x, r256.box.z0, r256.box.z1)
+        b = r.box
+        assert np.isclose(r.scale_x, 128 / (b.x1 - b.x0 + 2 * r.pad)) and np.isclose(r.scale_x, r256.scale_x / 2)
+        assert np.isclose(r.scale_y, 128 / (b.y1 - b.y0 + 2 * r.pad))
+        test = r.split == "test"
+        img = _arr(out2 / ("imagesTs" if test else "imagesTr") / f"{case}_0000.mha")
+        crop = _arr(out2 / ("labelsTs" if test else "labelsTr") / f"{case}.mha")
+        assert img.shape == crop.shape == (b.z1 - b.z0, 128, 128) and img.min() >= -1 and img.max() <= 1
+        stage1 = ("imagesTs" if test else "imagesTr", f"{case}_0000.mha"), \
+            ("referencesTs" if test else "labelsTr", f"{case}.mha")
+        for folder, name in stage1:  # stage 1 does not depend on the crop size
+            assert np.array_equal(_arr(out1 / folder / name), _arr(out1_256 / folder / name))
+        seg = _arr(r.segmentation)
+        back = paste_back(crop, b, r.shape)
+        outside = np.ones(seg.shape, dtype=bool)
+        outside[b.z0:b.z1, max(b.crop_y[0], 0):b.crop_y[1], max(b.crop_x[0], 0):b.crop_x[1]] = False
+        assert not back[outside].any()
+        if max(r.scale_x, r.scale_y) <= 1:
+            # the box is larger than 128 px (most of the sample's): paste-back upsamples by nearest
+            # pixel centres and re-cropping hits each crop pixel's own centre, so the crop returns exactly
+            assert np.array_equal(crop_label(back, b), crop), case
+        for value in (1, 2):  # downsampled boxes (scale 0.7-0.9 here) lose a pixel row here and there
+            ref, got = seg >= value, back >= value
+            if ref.sum() > 200:
+                assert 2 * (ref & got).sum() / (ref.sum() + got.sum()) > 0.93, (case, value)
+
+
+def test_crop_size_must_be_a_multiple_of_32(sample, tmp_path, capsys):
+    from nnunet_ulseg.conversion.lits import CROP_DIVISOR, check_crop_size
+    from nnunet_ulseg.networks.r2unet import SIZE_DIVISOR
+
+    assert CROP_DIVISOR == SIZE_DIVISOR == 32  # the crop is the stage-2 network's whole 2d patch
+    assert (check_crop_size(32), check_crop_size(128), check_crop_size(256.0)) == (32, 128, 256)
+    for bad in (100, 0, -32, 64.5, "abc", None):
+        with pytest.raises(ValueError, match="multiple of 32|whole number"):
+            check_crop_size(bad)
+    out1, out2 = stage_folders(tmp_path / "raw", 631)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        convert_lits(sample, out1, out2, crop_size=100, progress=False)
+    assert not (tmp_path / "raw").exists()  # refused before anything is written
+    from nnunet_ulseg.cli import main
+
+    assert main(["convert-lits", "-i", str(sample), "-o", str(tmp_path / "cli"), "--crop-size", "120", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "ulseg convert-lits: error: crop size must be a positive multiple of 32 px" in err and "got 120" in err
+    assert not (tmp_path / "cli").exists()
