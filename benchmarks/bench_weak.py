@@ -18,10 +18,41 @@ earlier runs and the budget stays the training's.
 ``--profile cpu64`` is the equal-budget profile that converges on 2 CPU cores (issue 10):
 240 lesions converted to fixed 64 x 64 px crops (``--crop-size 64``), every trainer
 trained 40 epochs x 30 iterations (about 9 minutes per model on 2 cores).  Any explicit option overrides the profile's value.
+
+Co-segmentation rows (co-segmentation paper, Sec. 2.2-3.1; issue 16).  A trainer whose name starts
+with ``nnUNetTrainerCoSeg`` runs the paper's pipeline instead of train + ``nnUNetv2_predict``:
+
+1. ``ulseg coseg-pairs -d 972 -tr EMBEDDING`` clusters the training lesions by the encoder of a
+   trained model (``--coseg-embedding``; default: the first non-CoSeg trainer of ``--trainers``,
+   else nnU-Net's U-Net ``nnUNetTrainerULSeg_10epochs``).  That model is trained first if it has
+   not been, and gets its own row; the footnote under the table names it.  The converter's split
+   stays installed, so the co-seg model trains on the same fold 0 as every other row.
+2. ``nnUNetv2_train`` of the co-seg trainer (same-cluster pairs, same ``--epochs`` x ``--iterations``).
+3. ``ulseg coseg-predict --partners P --disable_tta`` (``--coseg-partners``, default 1): each test
+   lesion paired with its P nearest training lesions in the embedding space, logits averaged.
+4. ``score_folder`` as every other row, and the ``--postprocess`` rows on the same files.
+
+The row is named ``<trainer>, P partner(s)``; its seconds are pairing + training + prediction (the
+embedding model's training is its own row).  Another ``--coseg-partners`` in the same ``--keep``
+folder adds a row that reuses the trained model.  The equal-budget row beside AHRNet+RLS and
+nnU-Net on the same corpus:
+
+    python benchmarks/bench_weak.py --profile cpu64 --trainers nnUNetTrainerULSeg_10epochs \
+        nnUNetTrainerDiceCERLS_10epochs nnUNetTrainerAHRNetRLS_10epochs nnUNetTrainerCoSeg_10epochs
+
+``--table3`` adds the paper's Table 3 attention variants (:data:`TABLE3_TRAINERS`: CSA = SE + mean
+spatial, SE + ASPP, ECA + MSA, ECA + ASPP, DANet; all on the light ``resnet26`` CoSegNet encoder,
+the only depth that trains at this budget on CPUs) after ``--trainers`` (alone, without
+``--trainers``: nnU-Net's U-Net as the embedding model and baseline, then the five variants).
+After the main table a block in the paper's Table 3 layout (model, CA / SA / CSA, Rec., Prec.,
+Dice, AVD, VS, mean +- std) lists every model row, scored on the same prediction folders by
+``ulseg evaluate``'s code (:func:`nnunet_ulseg.evaluation.evaluate.evaluate_folders`: recall,
+precision and VS are not in ``score_folder``'s summary, AVD is Taha & Hanbury's in mm).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -34,6 +65,19 @@ from nnunet_ulseg.cli_args import help_text
 DEFAULT_TRAINERS = ["nnUNetTrainerULSeg_10epochs", "nnUNetTrainerBCEIoU_10epochs", "nnUNetTrainerRLS_10epochs",
                     "nnUNetTrainerLS_10epochs", "nnUNetTrainerHRNet_10epochs", "nnUNetTrainerHRNetRLS_10epochs",
                     "nnUNetTrainerAHRNet_10epochs", "nnUNetTrainerAHRNetRLS_10epochs"]
+#: co-segmentation trainers (``trainers/nnUNetTrainerCoSeg.py``) run the pipeline of the module docstring
+COSEG_PREFIX = "nnUNetTrainerCoSeg"
+#: the embedding model when --trainers has no other trainer: nnU-Net's own U-Net
+FALLBACK_EMBEDDING = "nnUNetTrainerULSeg_10epochs"
+#: co-segmentation paper Table 3's rows, in its order (CSA first, the paper's default and best)
+TABLE3_TRAINERS = ["nnUNetTrainerCoSeg_10epochs", "nnUNetTrainerCoSegSEASPP_10epochs",
+                   "nnUNetTrainerCoSegECA_10epochs", "nnUNetTrainerCoSegECAASPP_10epochs",
+                   "nnUNetTrainerCoSegDANet_10epochs"]
+#: CoSegNet ``attention`` -> Table 3's columns (CA, SA, CSA); "none" is the no-co-attention ablation
+TABLE3_COLUMNS = {"csa": ("SE", "MSA", ""), "aspp": ("SE", "ASPP", ""), "eca": ("ECA", "MSA", ""),
+                  "eca_aspp": ("ECA", "ASPP", ""), "danet": ("", "", "DANet"), "none": ("-", "-", "-")}
+#: Table 3's metric columns: header -> ``ulseg evaluate`` metric (mean +- std over lesions)
+TABLE3_METRICS = {"Rec.": "recall", "Prec.": "precision", "Dice": "dice", "AVD mm": "avd_mm", "VS": "vs"}
 
 
 #: equal-budget profiles: option -> value (explicit command-line options win)
@@ -45,8 +89,18 @@ DEFAULTS = {"lesions": 80, "crop_size": None, "epochs": 10, "iterations": 25}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trainers", nargs="+", default=DEFAULT_TRAINERS,
-                        help="short-schedule trainer classes (their schedule is overridden by --epochs/--iterations)")
+    parser.add_argument("--trainers", nargs="+", default=None,
+                        help="short-schedule trainer classes (their schedule is overridden by --epochs/--iterations); "
+                             "nnUNetTrainerCoSeg* run the co-segmentation pipeline (module docstring)")
+    parser.add_argument("--table3", action="store_true",
+                        help="also run the co-segmentation paper's Table 3 attention variants and print its layout "
+                             "(without --trainers: nnU-Net's U-Net, then the variants)")
+    parser.add_argument("--coseg-embedding", default=None, metavar="TRAINER",
+                        help="model whose encoder clusters the lesions for ulseg coseg-pairs (default: the first "
+                             f"non-CoSeg trainer of --trainers, else {FALLBACK_EMBEDDING}); trained if needed")
+    parser.add_argument("--coseg-partners", type=int, default=1, metavar="P",
+                        help="ulseg coseg-predict --partners: nearest training lesions each test lesion is paired "
+                             "with, logits averaged (default: 1)")
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
                         help="preset corpus size, crop size and budget (see the module docstring)")
     parser.add_argument("--lesions", type=int, default=None, help=f"default {DEFAULTS['lesions']}")
@@ -70,6 +124,9 @@ def main() -> None:
     parser.add_argument("-np", "--np", dest="np", type=int, default=2, help="worker processes (default: 2)")
     parser.add_argument("--keep", default=None, help="work folder to keep (default: a temp folder)")
     args = parser.parse_args()
+    args.trainers = trainer_list(args.trainers, args.table3)
+    if args.coseg_partners < 1:
+        parser.error(f"--coseg-partners must be >= 1, got {args.coseg_partners}")
     preset = {**DEFAULTS, **PROFILES.get(args.profile, {})}
     for key, value in preset.items():
         if getattr(args, key) is None:
@@ -78,7 +135,7 @@ def main() -> None:
     from nnunet_ulseg.demo import make_sample
     from nnunet_ulseg.nnunet_layout import RawDataset
     from nnunet_ulseg.workflow.experiment import Experiment
-    from nnunet_ulseg.workflow.nnunet import NNUNetPaths, default_device
+    from nnunet_ulseg.workflow.nnunet import NNUNetPaths, console_script, default_device, run_command
     from nnunet_ulseg.workflow.slice_scores import score_folder
 
     os.environ["ULSEG_SHORT_EPOCHS"] = str(args.epochs)
@@ -86,6 +143,8 @@ def main() -> None:
     root = temp_root(args.keep)
     exp = Experiment(NNUNetPaths.under(root).create(), 972, "Dataset972_BenchWeak", root / "nnunet.log",
                      device=args.device or default_device(), num_processes=args.np, echo=None)
+    # this process looks trainer classes up (their Table 3 attention) as nnU-Net's commands do
+    os.environ.update({k: v for k, v in exp.paths.environ().items() if k.startswith("nnUNet_")})
     results = Results(root / "bench_weak.json", {**{k: getattr(args, k) for k in SETTINGS}, "device": exp.device})
     sample = root / "deeplesion"
     if "RECIST ellipse pseudo masks" not in results.rows:
@@ -122,16 +181,64 @@ def main() -> None:
     def predictions(trainer: str) -> Path:
         return root / "predictions" / trainer
 
+    embedding = args.coseg_embedding or default_embedding(args.trainers)
+    partners = args.coseg_partners
+
+    def coseg_predictions(trainer: str) -> Path:
+        return root / "predictions" / f"{trainer}_partners{partners}"
+
+    def coseg_train_and_score(trainer: str) -> dict:
+        """Pairs (unless made by this embedding), training, coseg-predict, scoring (module docstring)."""
+        env = exp.paths.environ(num_processes=args.np)
+        pairs = exp.paths.preprocessed / exp.dataset_name / "pairs.json"
+        trained = (exp.results(trainer) / "checkpoint_final.pth").exists()
+        made_by = json.loads(pairs.read_text())["embedding"]["trainer"] if pairs.exists() else None
+        if made_by != embedding:
+            if trained:
+                raise SystemExit(f"{exp.results(trainer)} was trained on pairs clustered by {made_by}, not by "
+                                 f"--coseg-embedding {embedding}; use another --keep folder")
+            run_command([console_script("ulseg"), "coseg-pairs", "-d", str(exp.dataset_id), "-tr", embedding,
+                         "-device", exp.device], env, exp.log, echo=None)
+        if not trained:
+            exp.train(trainer)
+        out = coseg_predictions(trainer)
+        if len(list(out.glob("*.mha"))) != n_test:
+            run_command([console_script("ulseg"), "coseg-predict", "-i", str(exp.raw / "imagesTs"), "-o", str(out),
+                         "-d", str(exp.dataset_id), "-tr", trainer, "-f", "0", "-device", exp.device,
+                         "--disable_tta", "--partners", str(partners)], env, exp.log, echo=None)
+        return score_folder(out, sidecar, sample)
+
     # the post-processing alone, on the ellipses (what each mode adds without any model)
     postprocessed("RECIST ellipse pseudo masks", exp.raw / "pseudolabelsTs")
+    models: dict[str, Path] = {}  # model row -> its prediction folder (the Table 3 block)
     for trainer in args.trainers:
-        results.add(trainer, lambda: train_and_score(trainer))
-        postprocessed(trainer, predictions(trainer))
+        if is_coseg(trainer):
+            if embedding not in models:  # the embedding model, trained first (its own row)
+                results.add(embedding, lambda: train_and_score(embedding))
+                postprocessed(embedding, predictions(embedding))
+                models[embedding] = predictions(embedding)
+                if not (exp.results(embedding) / "checkpoint_final.pth").exists():  # a saved row, model gone
+                    exp.train(embedding)
+            name = coseg_row_name(trainer, partners)
+            results.add(name, lambda: coseg_train_and_score(trainer))
+            postprocessed(name, coseg_predictions(trainer))
+            models[name] = coseg_predictions(trainer)
+        elif trainer not in models:
+            results.add(trainer, lambda: train_and_score(trainer))
+            postprocessed(trainer, predictions(trainer))
+            models[trainer] = predictions(trainer)
+    if any(is_coseg(t) for t in args.trainers):
+        print(f"co-seg rows: pairs and test partners from the encoder of {embedding} (ulseg coseg-pairs, "
+              f"k-means); predicted by ulseg coseg-predict; seconds = pairing + training + prediction")
 
     if args.refine_rounds > 1:
         from nnunet_ulseg.refine import refine
 
-        best = args.refine_trainer or max(args.trainers, key=lambda name: results.rows[name]["mean"])
+        # ulseg refine predicts with nnUNetv2_predict, which would pair a co-seg model's lesions with themselves
+        plain = [t for t in args.trainers if not is_coseg(t)]
+        if not plain and not args.refine_trainer:
+            raise SystemExit("--refine-rounds: no non-CoSeg trainer to refine; name one with --refine-trainer")
+        best = args.refine_trainer or max(plain, key=lambda name: results.rows[name]["mean"])
         if best not in results.rows:
             results.add(best, lambda: train_and_score(best))
         # round 1 is the model trained above; with truth, refine predicts the test split every round
@@ -148,9 +255,92 @@ def main() -> None:
         from nnunet_ulseg.refine.report import format_report
 
         print(format_report(result.report))
+    print_table3(results, models, sample, sidecar, root / "evaluation")
     print("long% / short%: ULS23's symmetric axis error |p - t| / (|p| + |t|) of the RECIST long / short axis "
           "(boundary pixel centres, ULS23's evaluator), mean over lesions, in %; an empty prediction counts 100 %")
     print(f"(details: {results.path})")
+
+
+def is_coseg(trainer: str) -> bool:
+    """A co-segmentation trainer (``trainers/nnUNetTrainerCoSeg.py``), run through coseg-pairs/-predict."""
+    return trainer.startswith(COSEG_PREFIX)
+
+
+def trainer_list(trainers: list[str] | None, table3: bool) -> list[str]:
+    """The trainers to run: ``--trainers`` (default :data:`DEFAULT_TRAINERS`), then the Table 3 variants.
+
+    With ``table3`` and no ``--trainers``: nnU-Net's U-Net (the embedding model and the
+    baseline row) and :data:`TABLE3_TRAINERS`.  Duplicates are dropped, the order kept.
+    """
+    if trainers is None:
+        trainers = [FALLBACK_EMBEDDING] if table3 else DEFAULT_TRAINERS
+    return list(dict.fromkeys([*trainers, *(TABLE3_TRAINERS if table3 else [])]))
+
+
+def default_embedding(trainers: list[str]) -> str:
+    """The first non-CoSeg trainer (the paper embeds with a separately trained network), else :data:`FALLBACK_EMBEDDING`."""
+    return next((t for t in trainers if not is_coseg(t)), FALLBACK_EMBEDDING)
+
+
+def coseg_row_name(trainer: str, partners: int) -> str:
+    """``<trainer>, P partner(s)``: the test-time partners change the row, not the model."""
+    return f"{trainer}, {partners} partner{'s' if partners != 1 else ''}"
+
+
+@functools.lru_cache(maxsize=None)
+def trainer_attention(trainer: str) -> str | None:
+    """CoSegNet ``coseg_attention`` of ``trainer`` (found as nnU-Net finds it); None for other trainers."""
+    if not is_coseg(trainer):
+        return None
+    import contextlib
+    import io
+    import warnings
+
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the lookup's search log
+        warnings.simplefilter("ignore")
+        return recursive_find_trainer_class_by_name(trainer).coseg_attention
+
+
+def table3_row(stats: dict) -> dict:
+    """``{metric: (mean, std)}`` of :data:`TABLE3_METRICS` from one ``evaluate_folders`` ``per_prediction`` entry."""
+    return {m: (stats["metrics"][m]["mean"], stats["metrics"][m]["std"]) for m in TABLE3_METRICS.values()}
+
+
+def format_table3(rows: list[tuple[str, str | None, dict]]) -> str:
+    """The co-segmentation paper's Table 3 layout: model, CA / SA / CSA, then mean +- std per metric.
+
+    ``rows``: ``(name, attention or None, {metric: (mean, std)})``; a model without
+    co-attention columns (not a co-seg trainer) shows blanks there, as the paper's
+    non-attention rows of Table 1.
+    """
+    head = f"{'model':48s} {'CA':>4s} {'SA':>5s} {'CSA':>6s}" + "".join(f" {h:>13s}" for h in TABLE3_METRICS)
+    lines = [head]
+    for name, attention, values in rows:
+        ca, sa, csa = TABLE3_COLUMNS[attention] if attention is not None else ("", "", "")
+        cells = "".join(f" {values[m][0]:6.3f}±{values[m][1]:<6.3f}" for m in TABLE3_METRICS.values())
+        lines.append(f"{name:48s} {ca:>4s} {sa:>5s} {csa:>6s}{cells}")
+    return "\n".join(lines)
+
+
+def print_table3(results: "Results", models: dict[str, Path], sample: Path, sidecar: Path, folder: Path) -> None:
+    """Score each model row's prediction folder with ``ulseg evaluate``'s code (once, saved) and print Table 3."""
+    from nnunet_ulseg.evaluation.evaluate import evaluate_folders
+
+    rows = []
+    for name, pred in models.items():
+        if name not in results.table3:
+            out = folder / pred.name
+            result = evaluate_folders([pred], sample, sidecar, out, names=[name], split="test", plots=False)
+            results.table3[name] = table3_row(result.summary["per_prediction"][name])
+            results.save()
+        rows.append((name, trainer_attention(name.split(",")[0]), results.table3[name]))
+    if not rows:
+        return
+    print("\nco-segmentation paper Table 3 layout (test split, key slice; mean±std over lesions; ulseg evaluate's "
+          "metrics: AVD = Taha & Hanbury, mm; VS = 1 - |FN - FP| / (2TP + FP + FN))")
+    print(format_table3(rows), flush=True)
 
 
 SETTINGS = ("lesions", "seed", "crop_size", "epochs", "iterations")
@@ -174,6 +364,8 @@ class Results:
         self.rows: dict[str, dict] = {}
         self.seconds: dict[str, float] = {}
         self.per_lesion: dict[str, list] = {}
+        #: row -> {metric: (mean, std)} of the Table 3 block (ulseg evaluate's metrics)
+        self.table3: dict[str, dict] = {}
         if path.exists():
             saved = json.loads(path.read_text())
             if saved.get("settings") != settings:
@@ -181,6 +373,7 @@ class Results:
                                  f"use another --keep folder")
             self.rows, self.seconds = saved["rows"], saved["seconds"]
             self.per_lesion = saved.get("per_lesion", {})
+            self.table3 = saved.get("table3", {})
 
     def add(self, name: str, score, seconds: float | None = None) -> None:
         """Score ``name`` unless it is saved already; print its row either way.
@@ -209,7 +402,7 @@ class Results:
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"settings": self.settings, "rows": self.rows, "seconds": self.seconds,
-                                   "per_lesion": self.per_lesion}, indent=2))
+                                   "per_lesion": self.per_lesion, "table3": self.table3}, indent=2))
         tmp.replace(self.path)
 
 
