@@ -14,6 +14,7 @@ volume: a 3D 0/1/2 label volume in the input's geometry exactly.
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 import warnings
@@ -217,6 +218,56 @@ def test_run_writes_label_volumes_in_the_input_geometry_and_counts_empty_livers(
     assert [(r["case"], r["status"], r["box_y0"], r["pad"]) for r in rows] == \
         [("segmentation-3", "ok", "40", "35"), ("segmentation-4", "empty_liver", "", "")]
     assert int(rows[0]["tumour_voxels"]) == int((truth == 2).sum())
+
+
+def test_a_128_px_converted_dataset_is_cut_and_pasted_back_as_convert_lits_cut_it(tmp_path):
+    """``convert-lits --crop-size 128 --test-pad 14`` writes ``crop_size``/``test_pad`` into the stage-2
+    dataset.json; liver-tumour reads them and cuts the test volume into exactly the converter's
+    ``imagesTs`` crop (same box, pad, size, values), then pastes the label back within a pixel."""
+    from nnunet_ulseg.conversion.lits import convert_lits, read_cases, stage_folders
+    from nnunet_ulseg.workflow.liver_tumour import stage2_crop_settings
+
+    hu, truth = phantom(shape=(4, 160, 170), liver=(0, 3, 30, 110, 20, 120), tumour=(1, 2, 50, 70, 40, 70))
+    lits = tmp_path / "lits"
+    lits.mkdir()
+    identity = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    _write(lits / "volume-0.nii", hu.astype(np.int16), (0.8, 0.8, 5.0), (0.0, 0.0, 0.0), identity)
+    _write(lits / "segmentation-0.nii", truth, (0.8, 0.8, 5.0), (0.0, 0.0, 0.0), identity)
+    out1, out2 = stage_folders(tmp_path / "raw", 641)
+    convert_lits(lits, out1, out2, val_fraction=0.0, test_fraction=0.9, test_pad=14, crop_size=128, progress=False)
+    dataset_json = json.loads((out2 / "dataset.json").read_text())
+    assert stage2_crop_settings(dataset_json, "dataset.json") == (14, 128)
+    (ref,) = read_cases(out2 / "lits_cases.csv").values()
+    assert ref.split == "test" and ref.crop_size == 128
+    seen = []
+
+    def stage2(image, spacing):
+        seen.append(image.copy())
+        return stage2_rule(image, spacing)
+
+    run_liver_tumour([lits / "volume-0.nii"], tmp_path / "out", RuleStage(stage1_rule, out1, {}),
+                     RuleStage(stage2, out2, dataset_json), progress=False)
+    converted = sitk.GetArrayFromImage(sitk.ReadImage(str(out2 / "imagesTs" / "LiTS_0000_0000.mha")))
+    assert seen[0].shape == converted.shape == (3, 128, 128)
+    np.testing.assert_array_equal(seen[0], converted)  # the converter's own test crop
+    with open(tmp_path / "out" / CASES_CSV, newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert tuple(int(row[f"box_{k}"]) for k in ("z0", "z1", "y0", "y1", "x0", "x1")) == \
+        (ref.box_z0, ref.box_z1, ref.box_y0, ref.box_y1, ref.box_x0, ref.box_x1) == (0, 3, 30, 110, 20, 120)
+    assert row["pad"] == "14"
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "segmentation-0.nii.gz")))
+    # box 80 + 28 = 108 rows -> 128 (nearest back: within a pixel), 100 + 28 = 128 columns (no resizing)
+    from scipy import ndimage
+
+    for value in (1, 2):
+        a, b = labels == value, truth == value
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.97
+        diff = a ^ b
+        if diff.any():
+            assert ndimage.distance_transform_edt(~(b ^ ndimage.binary_erosion(b)))[diff].max() <= 1.0
+    outside = np.ones(truth.shape, bool)
+    outside[0:3, 16:124, 6:134] = False  # the padded box
+    assert not labels[outside].any()
 
 
 # ---------------------------------------------------------------------------------------------- integration
