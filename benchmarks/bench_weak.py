@@ -34,15 +34,16 @@ with ``nnUNetTrainerCoSeg`` runs the paper's pipeline instead of train + ``nnUNe
 
 The row is named ``<trainer>, P partner(s)``; its seconds are pairing + training + prediction (the
 embedding model's training is its own row).  Another ``--coseg-partners`` in the same ``--keep``
-folder adds a row that reuses the trained model.  The equal-budget row beside AHRNet+RLS and
-nnU-Net on the same corpus:
+folder adds a row that reuses the trained model (its seconds are then the prediction's only).
+The equal-budget row beside AHRNet+RLS and nnU-Net on the same corpus:
 
-    python benchmarks/bench_weak.py --profile cpu64 --trainers nnUNetTrainerULSeg_10epochs \
+    python benchmarks/bench_weak.py --profile cpu64 --trainers nnUNetTrainerULSeg_10epochs \\
         nnUNetTrainerDiceCERLS_10epochs nnUNetTrainerAHRNetRLS_10epochs nnUNetTrainerCoSeg_10epochs
 
 ``--table3`` adds the paper's Table 3 attention variants (:data:`TABLE3_TRAINERS`: CSA = SE + mean
-spatial, SE + ASPP, ECA + MSA, ECA + ASPP, DANet; all on the light ``resnet26`` CoSegNet encoder,
-the only depth that trains at this budget on CPUs) after ``--trainers`` (alone, without
+spatial, SE + ASPP, ECA + MSA, ECA + ASPP, DANet; all on the trainers' ``resnet26`` DRN-MG encoder
+with decoder D2: the paper's ResNet-101 is about four times the compute, beyond a CPU budget; one
+smoke epoch of 128 px crops took 9 s for 2 iterations on a loaded 2-core machine) after ``--trainers`` (alone, without
 ``--trainers``: nnU-Net's U-Net as the embedding model and baseline, then the five variants).
 After the main table a block in the paper's Table 3 layout (model, CA / SA / CSA, Rec., Prec.,
 Dice, AVD, VS, mean +- std) lists every model row, scored on the same prediction folders by
@@ -77,7 +78,7 @@ TABLE3_TRAINERS = ["nnUNetTrainerCoSeg_10epochs", "nnUNetTrainerCoSegSEASPP_10ep
 TABLE3_COLUMNS = {"csa": ("SE", "MSA", ""), "aspp": ("SE", "ASPP", ""), "eca": ("ECA", "MSA", ""),
                   "eca_aspp": ("ECA", "ASPP", ""), "danet": ("", "", "DANet"), "none": ("-", "-", "-")}
 #: Table 3's metric columns: header -> ``ulseg evaluate`` metric (mean +- std over lesions)
-TABLE3_METRICS = {"Rec.": "recall", "Prec.": "precision", "Dice": "dice", "AVD mm": "avd_mm", "VS": "vs"}
+TABLE3_METRICS = {"Rec.": "recall", "Prec.": "precision", "Dice": "dice", "AVD": "avd_mm", "VS": "vs"}
 
 
 #: equal-budget profiles: option -> value (explicit command-line options win)
@@ -229,7 +230,8 @@ def main() -> None:
             models[trainer] = predictions(trainer)
     if any(is_coseg(t) for t in args.trainers):
         print(f"co-seg rows: pairs and test partners from the encoder of {embedding} (ulseg coseg-pairs, "
-              f"k-means); predicted by ulseg coseg-predict; seconds = pairing + training + prediction")
+              f"k-means); predicted by ulseg coseg-predict; seconds = pairing + training + prediction (prediction "
+              f"only where the model was trained for a row with other partners)")
 
     if args.refine_rounds > 1:
         from nnunet_ulseg.refine import refine
