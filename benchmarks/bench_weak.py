@@ -33,7 +33,8 @@ with ``nnUNetTrainerCoSeg`` runs the paper's pipeline instead of train + ``nnUNe
 4. ``score_folder`` as every other row, and the ``--postprocess`` rows on the same files.
 
 The row is named ``<trainer>, P partner(s)``; its seconds are pairing + training + prediction (the
-embedding model's training is its own row).  Another ``--coseg-partners`` in the same ``--keep``
+pairs are made once, in the first co-seg row, and shared by the others; the embedding model's
+training is its own row).  Another ``--coseg-partners`` in the same ``--keep``
 folder adds a row that reuses the trained model (its seconds are then the prediction's only).
 The equal-budget row beside AHRNet+RLS and nnU-Net on the same corpus:
 
@@ -42,7 +43,7 @@ The equal-budget row beside AHRNet+RLS and nnU-Net on the same corpus:
 
 ``--table3`` adds the paper's Table 3 attention variants (:data:`TABLE3_TRAINERS`: CSA = SE + mean
 spatial, SE + ASPP, ECA + MSA, ECA + ASPP, DANet; all on the trainers' ``resnet26`` DRN-MG encoder
-with decoder D2: the paper's ResNet-101 is about four times the compute, beyond a CPU budget; one
+with decoder D2: the paper's ResNet-101 is several times its compute, beyond a CPU budget; one
 smoke epoch of 128 px crops took 9 s for 2 iterations on a loaded 2-core machine) after ``--trainers`` (alone, without
 ``--trainers``: nnU-Net's U-Net as the embedding model and baseline, then the five variants).
 After the main table a block in the paper's Table 3 layout (model, CA / SA / CSA, Rec., Prec.,
@@ -230,8 +231,9 @@ def main() -> None:
             models[trainer] = predictions(trainer)
     if any(is_coseg(t) for t in args.trainers):
         print(f"co-seg rows: pairs and test partners from the encoder of {embedding} (ulseg coseg-pairs, "
-              f"k-means); predicted by ulseg coseg-predict; seconds = pairing + training + prediction (prediction "
-              f"only where the model was trained for a row with other partners)")
+              f"k-means); predicted by ulseg coseg-predict; seconds = pairing (in the first co-seg row only: the "
+              f"pairs are shared) + training + prediction (prediction only where the model was trained for a "
+              f"row with other partners)")
 
     if args.refine_rounds > 1:
         from nnunet_ulseg.refine import refine
