@@ -255,13 +255,18 @@ def main() -> None:
                         help="convert-lits --test-pad (default: the middle of --pad)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS),
                         help="the stage-2 rows to run (default: all five)")
-    parser.add_argument("-device", "--device", dest="device", choices=("cpu", "cuda", "mps"), default=None)
+    parser.add_argument("-device", "--device", dest="device", choices=("cpu", "cuda", "mps"), default=None,
+                        help="torch device (default: cuda if available, else cpu; nnUNetv2_train's own default is cuda)")
     parser.add_argument("--tta", action="store_true", help="mirroring TTA in liver-tumour (default off: the budget "
                                                           "is the training's)")
     parser.add_argument("-np", "--np", dest="np", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="ULSEG_NUM_THREADS for trainings on cpu")
     parser.add_argument("--keep", default=None, help="work folder to keep and resume from (default: a temp folder)")
     args = parser.parse_args()
+    if args.device is None:  # nnUNetv2_train defaults to cuda, which fails on a CPU-only machine
+        from nnunet_ulseg.workflow.nnunet import default_device
+
+        args.device = default_device()
     if args.pad is None:
         scale = args.image_size / 512
         args.pad = [max(1, round(10 * scale)), max(1, round(60 * scale))]
