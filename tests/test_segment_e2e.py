@@ -1,10 +1,13 @@
 """End to end: ``ulseg segment`` through the CLI with a 1-epoch nnU-Net model on CT volumes built from a generated sample.
 
-One module-scoped fixture converts a tiny DeepLesion-format sample with 32 px crops,
-plans and trains one epoch (two iterations) with ``nnUNetTrainerULSeg_1epochs``, and
-stacks the sample's sub-volumes into NIfTI volumes with a marks manifest
-(``ulseg sample-volumes``), once as the baseline and once with every lesion shrunk to
-60 % (the follow-up).  Every test reuses that one model:
+Every test reuses the session's one tiny model (``tiny_model``, ``tests/tiny_model.py``: a
+DeepLesion-format sample of 8 lesions with 32 px crops, planned and trained one epoch (two
+iterations) with ``nnUNetTrainerULSeg_1epochs`` by nnU-Net's API in-process); a module fixture
+stacks the sample's sub-volumes into NIfTI volumes with a marks manifest (``ulseg
+sample-volumes``), once as the baseline and once with every lesion shrunk to 60 % (the
+follow-up).  How the model was trained is not what these tests check (nnU-Net's console
+scripts are ``tests/test_integration_nnunet.py``'s); ``ulseg segment`` loads it like any
+``nnUNetv2_train`` result folder:
 
 * ``-m FOLDER`` on one volume with a marks CSV: label volume in the CT's geometry, one
   measurement row per mark; the Dice against the true mask is printed (the model is far
@@ -22,8 +25,6 @@ from __future__ import annotations
 
 import csv
 import math
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -33,44 +34,22 @@ import SimpleITK as sitk
 from nnunet_ulseg import cli
 from nnunet_ulseg.evaluation.response import CATEGORIES, SOURCES
 from nnunet_ulseg.segment.measurements import COLUMNS
-from nnunet_ulseg.workflow.nnunet import NNUNetPaths, console_script
+from tiny_model import DATASET_ID, TRAINER
 
 pytestmark = pytest.mark.integration
 
-DATASET_ID = 986
-DATASET = f"Dataset{DATASET_ID}_ULSegSegmentE2E"
-TRAINER = "nnUNetTrainerULSeg_1epochs"
 SHRINK = 0.6
 FAST = ["-f", "0", "-device", "cpu", "--disable_tta"]
 
 
-def _run(args, env):
-    proc = subprocess.run([str(a) for a in args], env=env, capture_output=True, text=True, timeout=600,
-                          stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise AssertionError(f"{args[0]} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tiny_model, tmp_path_factory):
     """``(root, paths, model folder, baseline volumes folder, follow-up volumes folder)``."""
-    from nnunet_ulseg.conversion.deeplesion import convert_deeplesion
-    from nnunet_ulseg.demo import make_sample
-
     root = tmp_path_factory.mktemp("segment_e2e")
-    sample = make_sample(root / "sample", n_lesions=8, seed=2, image_size=128, progress=False)
-    paths = NNUNetPaths.under(root).create()
-    raw = paths.raw / DATASET
-    convert_deeplesion(sample, raw, num_processes=1, progress=False, crop_size=32)
-    (paths.preprocessed / DATASET).mkdir(parents=True)
-    shutil.copy2(raw / "splits_final.json", paths.preprocessed / DATASET / "splits_final.json")
-    env = paths.environ(num_processes=1)
-    _run([console_script("nnUNetv2_plan_and_preprocess"), "-d", DATASET_ID, "-c", "2d", "-np", "1"], env)
-    _run([console_script("nnUNetv2_train"), DATASET_ID, "2d", "0", "-tr", TRAINER, "-device", "cpu"], env)
     for name, factor in (("t0", 1.0), ("t1", SHRINK)):
-        assert cli.main(["sample-volumes", "-i", str(sample), "-o", str(root / name), "--shrink", str(factor),
-                         "--no-progress"]) == 0
-    return root, paths, paths.model_dir(DATASET, TRAINER), root / "t0", root / "t1"
+        assert cli.main(["sample-volumes", "-i", str(tiny_model.sample), "-o", str(root / name), "--shrink",
+                         str(factor), "--no-progress"]) == 0
+    return root, tiny_model.paths, tiny_model.model_dir, root / "t0", root / "t1"
 
 
 def _manifest(folder: Path) -> list[dict]:
