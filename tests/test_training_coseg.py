@@ -2,13 +2,13 @@
 
 The loader is tested on nnU-Net's own ``nnUNetDatasetNumpy`` files (each case's image is filled
 with its number, so a batch shows which case each sample came from); the trainers are built
-in-process from the tiny plans of ``test_trainers_inprocess``; the integration test runs the
-real ``nnUNetv2_*`` commands and ``ulseg coseg-pairs``/``coseg-predict`` on a generated sample.
+in-process from the tiny plans of ``test_trainers_inprocess``; the integration test embeds the
+session's tiny model's training cases (``ulseg coseg-pairs``), trains the co-segmentation trainer
+with the real ``nnUNetv2_train`` and runs ``ulseg coseg-predict`` and ``ulseg evaluate``.
 """
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 
 import numpy as np
@@ -161,42 +161,35 @@ def test_loss_masks_ignore_and_every_parameter_gets_a_gradient(nnunet_env):
 
 
 # ---------------------------------------------------------------------------------------- integration
-DATASET_ID = 986
-DATASET = f"Dataset{DATASET_ID}_ULSegCoSeg"
-
-
 @pytest.mark.integration
-def test_coseg_pairs_train_predict_and_evaluate_end_to_end(tmp_path, monkeypatch):
-    """Sample -> convert -> plan -> embedding model -> coseg-pairs -> nnUNetTrainerCoSeg_1epochs through
-    nnUNet_extTrainer -> coseg-predict on the test split -> ulseg evaluate scores the folder as it is."""
+def test_coseg_pairs_train_predict_and_evaluate_end_to_end(tiny_model, tmp_path, monkeypatch):
+    """Embedding model -> coseg-pairs -> nnUNetTrainerCoSeg_1epochs through nnUNetv2_train and
+    nnUNet_extTrainer -> coseg-predict on the test split -> ulseg evaluate scores the folder as it is.
+
+    The embedding model is the session's tiny ``nnUNetTrainerULSeg_1epochs`` model (``tiny_model``:
+    sample, conversion, nnU-Net's planning and one epoch, in-process), copied here because
+    coseg-pairs and the co-segmentation training write into the dataset's folders.  The
+    co-segmentation trainer itself is trained by the console script, final validation included.
+    """
     from nnunet_ulseg.cli import main
-    from nnunet_ulseg.conversion.deeplesion import convert_deeplesion
     from nnunet_ulseg.coseg.pairs import read_clusters
-    from nnunet_ulseg.demo import make_sample
-    from nnunet_ulseg.workflow.nnunet import NNUNetPaths, console_script
+    from nnunet_ulseg.workflow.nnunet import console_script
     from nnunet_ulseg.workflow.slice_scores import read_crop_mask
     from test_integration_nnunet import _run
+    from tiny_model import DATASET, DATASET_ID, TRAINER
 
-    sample = make_sample(tmp_path / "deeplesion", n_lesions=14, seed=3, progress=False)
-    paths = NNUNetPaths.under(tmp_path).create()
-    raw = paths.raw / DATASET
-    convert_deeplesion(sample, raw, num_processes=2, progress=False)
-    pre = paths.preprocessed / DATASET
-    pre.mkdir(parents=True)
-    shutil.copy2(raw / "splits_final.json", pre / "splits_final.json")
-    env = paths.environ(num_processes=2)
+    sample = tiny_model.sample
+    paths = tiny_model.copy_to(tmp_path / "nnunet")
+    raw, pre = paths.raw / DATASET, paths.preprocessed / DATASET
+    env = paths.environ(num_processes=1)
+    env["nnUNet_n_proc_DA"] = "0"  # nnU-Net's single-threaded augmenter: no worker processes for 2 iterations
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
         monkeypatch.setenv(key, env[key])
-    _run([console_script("nnUNetv2_plan_and_preprocess"), "-d", DATASET_ID, "-c", "2d", "-np", "2"], env)
-    # the embedding model: nnU-Net's U-Net, one short epoch
-    _run([console_script("nnUNetv2_train"), DATASET_ID, "2d", "0", "-tr", "nnUNetTrainerULSeg_1epochs", "-device",
-          "cpu", "--npz"], env)
-    assert main(["coseg-pairs", "-d", str(DATASET_ID), "-tr", "nnUNetTrainerULSeg_1epochs", "-device", "cpu",
-                 "--split-folds", "2"]) == 0
+    assert main(["coseg-pairs", "-d", str(DATASET_ID), "-tr", TRAINER, "-device", "cpu", "--split-folds", "2"]) == 0
     clusters = read_clusters(pre / "clusters.csv")
     pairs = json.loads((pre / "pairs.json").read_text())
     train_cases = json.loads((raw / "dataset.json").read_text())["numTraining"]
-    assert len(clusters) == train_cases and pairs["n_clusters"] == 2  # round(200 n / 32735) -> 2
+    assert len(clusters) == train_cases and pairs["n_clusters"] == 2  # round(200 n / 32735) = 0, clamped to 2
     for side in ("train", "val"):
         assert all(clusters[a] == clusters[b] and {a, b} <= set(pairs["folds"][0][side])
                    for a, b in pairs["pairs"][side])
