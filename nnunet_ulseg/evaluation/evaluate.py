@@ -258,7 +258,7 @@ def format_cell(v) -> str:
 
 def write_metrics_csv(path: str | Path, records: Sequence[dict]) -> None:
     """``metrics.csv``: :data:`METRICS_COLUMNS`, one row per case x prediction folder; NaN as ``nan``."""
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(METRICS_COLUMNS)
         for r in records:
@@ -387,10 +387,10 @@ def evaluate_folders(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidec
     files = {"metrics": out_dir / "metrics.csv", "summary": out_dir / "summary.json",
              "table": out_dir / "summary.txt"}
     write_metrics_csv(files["metrics"], records)
-    with open(files["summary"], "w") as f:
+    with open(files["summary"], "w", encoding="utf-8") as f:
         json.dump(jsonable(summary), f, indent=2, allow_nan=False)
         f.write("\n")
-    files["table"].write_text(table + "\n")
+    files["table"].write_text(table + "\n", encoding="utf-8")
     if plots:
         files.update(_plots(records, entries, ref_dir, with_ref, refs, out_dir, images_dir, file_ending,
                             interpolation, windows, rule))

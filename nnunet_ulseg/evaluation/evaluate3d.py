@@ -388,15 +388,15 @@ def evaluate_3d(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidecar: s
              "summary": out_dir / "summary3d.json", "table": out_dir / "summary3d.txt"}
     _write_csv(files["metrics3d"], METRICS3D_COLUMNS, records)
     _write_csv(files["offset_curve"], CURVE_COLUMNS, curves)
-    with open(files["summary"], "w") as fh:
+    with open(files["summary"], "w", encoding="utf-8") as fh:
         json.dump(jsonable(summary), fh, indent=2, allow_nan=False)
         fh.write("\n")
-    files["table"].write_text(table + "\n")
+    files["table"].write_text(table + "\n", encoding="utf-8")
     return Evaluation3DResult(out_dir, records, curves, summary, table, files)
 
 
 def _write_csv(path: Path, columns: Sequence[str], records: Sequence[dict]) -> None:
-    with open(path, "w", newline="") as fh:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(columns)
         for r in records:

@@ -318,7 +318,7 @@ def evaluate_lits_folder(pred_dir: str | Path, ref_dir: str | Path, out_dir: str
                    prediction_dir=str(pred_dir), reference_dir=str(ref_dir))
     out = Path(out_dir) if out_dir is not None else pred_dir
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / METRICS_CSV, "w", newline="") as f:
+    with open(out / METRICS_CSV, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         columns = list(asdict(scores[0]).keys()) if scores else ["case"]
         w.writerow(columns)

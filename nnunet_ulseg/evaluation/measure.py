@@ -167,7 +167,7 @@ def write_measure_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[
     """Write ``columns`` of ``rows`` (:data:`MEASURE_COLUMNS` by default; NaN as ``nan``); creates the parent folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(columns)
         for r in rows:

@@ -71,7 +71,7 @@ def run_response(args: argparse.Namespace) -> int:
               f"{r['nadir_mm']:>8} {r['category']}  ({r['reason']})")
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.output, "w", newline="") as f:
+        with open(args.output, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS)
             w.writeheader()
             w.writerows(result)
