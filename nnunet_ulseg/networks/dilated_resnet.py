@@ -179,7 +179,6 @@ _BLOCK_PARTS = {"conv1": "conv1.conv", "bn1": "conv1.norm", "conv2": "conv2.conv
                 "conv3": "conv3.conv", "bn3": "conv3.norm", "downsample.0": "skip.conv",
                 "downsample.1": "skip.norm"}
 _HEAD_PREFIXES = ("fc.", "classifier.", "head.")
-_NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def torchvision_to_drn_key(key: str) -> str | None:
@@ -208,44 +207,13 @@ def load_pretrained_drn(model: nn.Module, path: str | Path, strict: bool = True)
     "skipped_head", "skipped_stats", "missing_keys", "unexpected_keys"}``. Shape mismatches
     (another depth or width) always raise; with ``strict`` so do missing or unexpected tensors.
     """
-    from nnunet_ulseg.networks.pretrained import _adapt_first_conv, _read_state_dict
+    from nnunet_ulseg.networks.pretrained import map_state_dict
 
     found = [m for m in model.modules() if isinstance(m, DilatedResNet)]
     if not found:
         raise TypeError(f"{type(model).__name__} holds no DilatedResNet")
     encoder = found[0]
-    source = _read_state_dict(path)
-    target = encoder.state_dict()
-    new, mismatched, unexpected = {}, [], []
-    skipped_head = skipped_stats = 0
-    for key, tensor in source.items():
-        ours = torchvision_to_drn_key(key)
-        if ours is None:
-            if key.startswith(_HEAD_PREFIXES):
-                skipped_head += 1
-            else:
-                unexpected.append(key)
-            continue
-        if ours not in target:
-            if ours.rsplit(".", 1)[-1] in _NORM_STATS:
-                skipped_stats += 1
-            else:
-                unexpected.append(key)
-            continue
-        if ours == "stem.conv.weight":
-            tensor = _adapt_first_conv(tensor, target[ours].shape[1])
-        if tensor.shape != target[ours].shape:
-            mismatched.append(f"{key} {tuple(tensor.shape)} -> {ours} {tuple(target[ours].shape)}")
-            continue
-        new[ours] = tensor.to(dtype=target[ours].dtype)
-    if mismatched:
-        raise ValueError(f"{len(mismatched)} shape mismatches loading {path} (wrong ResNet depth/width?): "
-                         + "; ".join(mismatched[:5]))
-    missing = sorted(set(target) - set(new))
-    if strict and (missing or unexpected):
-        raise ValueError(f"loading {path}: {len(missing)} encoder tensors missing (e.g. {missing[:3]}), "
-                         f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    new, report = map_state_dict(path, encoder.state_dict(), torchvision_to_drn_key, "stem.conv.weight",
+                                 "encoder", "wrong ResNet depth/width?", strict, head_prefixes=_HEAD_PREFIXES)
     encoder.load_state_dict(new, strict=False)
-    return {"matched": len(new), "missing": len(missing), "unexpected": len(unexpected),
-            "skipped_head": skipped_head, "skipped_stats": skipped_stats,
-            "missing_keys": missing, "unexpected_keys": unexpected}
+    return report

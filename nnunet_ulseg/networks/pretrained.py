@@ -119,14 +119,30 @@ def load_pretrained_hrnet(model: nn.Module, path: str | Path, strict: bool = Tru
     backbone = model.encoder if hasattr(model, "encoder") else model
     if not isinstance(backbone, HRNetBackbone):
         raise TypeError(f"expected an AHRNet or HRNetBackbone, got {type(model).__name__}")
+    new, report = map_state_dict(path, backbone.state_dict(), timm_to_backbone_key, "stem.0.conv.weight",
+                                 "backbone", "wrong HRNet width?", strict)
+    backbone.load_state_dict(new, strict=False)
+    return report
+
+
+def map_state_dict(path, target: dict, key_map, first_conv_key: str, part: str, mismatch_hint: str,
+                   strict: bool, head_prefixes: tuple[str, ...] = _HEAD_PREFIXES) -> tuple[dict, dict]:
+    """Map a local checkpoint's tensors onto ``target`` (a module's state dict); the loaders' one loop.
+
+    ``key_map(key)`` gives our key or ``None`` (keys under ``head_prefixes``, the classifier
+    heads, are counted in ``skipped_head``);
+    norm statistics our norm does not keep are counted in ``skipped_stats``; the first conv is
+    adapted to the model's input channels (:func:`_adapt_first_conv`).  Shape mismatches always
+    raise (``mismatch_hint`` says the likely cause); with ``strict`` missing or unexpected
+    tensors raise too.  Returns the tensors to load and the report the loaders return.
+    """
     source = _read_state_dict(path)
-    target = backbone.state_dict()
     new, mismatched, unexpected = {}, [], []
     skipped_head = skipped_stats = 0
     for key, tensor in source.items():
-        ours = timm_to_backbone_key(key)
+        ours = key_map(key)
         if ours is None:
-            if key.startswith(_HEAD_PREFIXES):
+            if key.startswith(head_prefixes):
                 skipped_head += 1
             else:
                 unexpected.append(key)
@@ -137,20 +153,19 @@ def load_pretrained_hrnet(model: nn.Module, path: str | Path, strict: bool = Tru
             else:
                 unexpected.append(key)
             continue
-        if ours == "stem.0.conv.weight":
+        if ours == first_conv_key:
             tensor = _adapt_first_conv(tensor, target[ours].shape[1])
         if tensor.shape != target[ours].shape:
             mismatched.append(f"{key} {tuple(tensor.shape)} -> {ours} {tuple(target[ours].shape)}")
             continue
         new[ours] = tensor.to(dtype=target[ours].dtype)
     if mismatched:
-        raise ValueError(f"{len(mismatched)} shape mismatches loading {path} (wrong HRNet width?): "
+        raise ValueError(f"{len(mismatched)} shape mismatches loading {path} ({mismatch_hint}): "
                          + "; ".join(mismatched[:5]))
     missing = sorted(set(target) - set(new))
     if strict and (missing or unexpected):
-        raise ValueError(f"loading {path}: {len(missing)} backbone tensors missing (e.g. {missing[:3]}), "
+        raise ValueError(f"loading {path}: {len(missing)} {part} tensors missing (e.g. {missing[:3]}), "
                          f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-    backbone.load_state_dict(new, strict=False)
-    return {"matched": len(new), "missing": len(missing), "unexpected": len(unexpected),
-            "skipped_head": skipped_head, "skipped_stats": skipped_stats,
-            "missing_keys": missing, "unexpected_keys": unexpected}
+    return new, {"matched": len(new), "missing": len(missing), "unexpected": len(unexpected),
+                 "skipped_head": skipped_head, "skipped_stats": skipped_stats,
+                 "missing_keys": missing, "unexpected_keys": unexpected}

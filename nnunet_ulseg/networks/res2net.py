@@ -211,7 +211,6 @@ class Res2NetBackbone(nn.Module):
 _BLOCK_PARTS = {"conv1": "conv1.conv", "bn1": "conv1.norm", "conv3": "conv3.conv", "bn3": "conv3.norm",
                 "downsample.0": "skip.conv", "downsample.1": "skip.norm"}
 _HEAD_PREFIXES = ("fc.", "classifier.", "head.")
-_NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def res2net_key(key: str) -> str | None:
@@ -255,42 +254,11 @@ def load_pretrained_res2net(model: nn.Module, path: str | Path, strict: bool = T
     backbone. Shape mismatches (a different layout) always raise; with ``strict`` so do missing
     or unexpected tensors.
     """
-    from nnunet_ulseg.networks.pretrained import _adapt_first_conv, _read_state_dict
+    from nnunet_ulseg.networks.pretrained import map_state_dict
 
     backbones = _backbones(model)
-    source = _read_state_dict(path)
-    target = backbones[0].state_dict()
-    new, mismatched, unexpected = {}, [], []
-    skipped_head = skipped_stats = 0
-    for key, tensor in source.items():
-        ours = res2net_key(key)
-        if ours is None:
-            if key.startswith(_HEAD_PREFIXES):
-                skipped_head += 1
-            else:
-                unexpected.append(key)
-            continue
-        if ours not in target:
-            if ours.rsplit(".", 1)[-1] in _NORM_STATS:
-                skipped_stats += 1
-            else:
-                unexpected.append(key)
-            continue
-        if ours == "stem.conv.weight":
-            tensor = _adapt_first_conv(tensor, target[ours].shape[1])
-        if tensor.shape != target[ours].shape:
-            mismatched.append(f"{key} {tuple(tensor.shape)} -> {ours} {tuple(target[ours].shape)}")
-            continue
-        new[ours] = tensor.to(dtype=target[ours].dtype)
-    if mismatched:
-        raise ValueError(f"{len(mismatched)} shape mismatches loading {path} (wrong Res2Net layout?): "
-                         + "; ".join(mismatched[:5]))
-    missing = sorted(set(target) - set(new))
-    if strict and (missing or unexpected):
-        raise ValueError(f"loading {path}: {len(missing)} backbone tensors missing (e.g. {missing[:3]}), "
-                         f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    new, report = map_state_dict(path, backbones[0].state_dict(), res2net_key, "stem.conv.weight", "backbone",
+                                 "wrong Res2Net layout?", strict, head_prefixes=_HEAD_PREFIXES)
     for backbone in backbones:
         backbone.load_state_dict(new, strict=False)
-    return {"backbones": len(backbones), "matched": len(new), "missing": len(missing),
-            "unexpected": len(unexpected), "skipped_head": skipped_head, "skipped_stats": skipped_stats,
-            "missing_keys": missing, "unexpected_keys": unexpected}
+    return {"backbones": len(backbones), **report}
