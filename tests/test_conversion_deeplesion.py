@@ -139,6 +139,9 @@ def test_sidecar_geometry_matches_written_files(converted):
         np.testing.assert_array_equal(label, ellipse_mask(Recist.from_points(r.recist_crop_points), label.shape))
         long_mm, short_mm = rs.lengths_mm((r.spacing_x, r.spacing_y))
         assert (r.long_mm, r.short_mm) == pytest.approx((long_mm, short_mm))
+        # the crop's pixel spacing measures the crop mark in the same mm
+        crop_mm = Recist.from_points(r.recist_crop_points).lengths_mm(r.crop_spacing_xy)
+        assert crop_mm == pytest.approx((long_mm, short_mm))
         back = paste_back(label, r)
         truth = ellipse_mask(rs, (r.image_height, r.image_width))
         assert 2 * (back & truth).sum() / (back.sum() + truth.sum()) > 0.95

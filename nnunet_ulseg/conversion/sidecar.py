@@ -74,6 +74,11 @@ class LesionRow:
         """``(4, 2)`` RECIST endpoints in crop pixels."""
         return np.asarray(self.recist_crop, dtype=np.float64).reshape(4, 2)
 
+    @property
+    def crop_spacing_xy(self) -> tuple[float, float]:
+        """In-plane ``(x, y)`` mm per crop pixel: the slice spacing divided by ``scale`` (crop px per slice px)."""
+        return (self.spacing_x / self.scale, self.spacing_y / self.scale)
+
 
 SIDECAR_COLUMNS = tuple(f.name for f in dataclasses.fields(LesionRow))
 _TYPES = {f.name: f.type for f in dataclasses.fields(LesionRow)}

@@ -53,7 +53,7 @@ ELLIPSE_FOLDER = "ellipse_predictions"
 def ellipse_crop_mask(row: LesionRow, offset: int, mode: str = "ratio") -> np.ndarray:
     """The crop-geometry uint8 ellipse (1 lesion) of ``row``'s 3D RECIST estimate ``offset`` slices away."""
     size = (row.crop_size, row.crop_size)
-    spacing = (row.spacing_x / row.scale, row.spacing_y / row.scale)
+    spacing = row.crop_spacing_xy
     hat = estimate_recist(Recist.from_points(row.recist_crop_points), slice_distance_mm(offset, row.spacing_z),
                           spacing, mode)
     if hat is None:

@@ -64,7 +64,7 @@ def read_crop(path: str | os.PathLike) -> np.ndarray:
 
 def slice_label(row: LesionRow, offset: int, prob: np.ndarray, image_hu: np.ndarray):
     """Algorithm 1 lines 8-10 on the crop of slice ``key + offset`` of ``row``'s lesion; None beyond its reach."""
-    spacing_xy = (row.spacing_x / row.scale, row.spacing_y / row.scale)
+    spacing_xy = row.crop_spacing_xy
     recist = Recist.from_points(row.recist_crop)
     return off_key_slice_labels(recist, slice_distance_mm(offset, row.spacing_z), prob, image_hu,
                                 (row.window_min, row.window_max), spacing_xy)

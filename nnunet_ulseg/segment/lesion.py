@@ -11,15 +11,18 @@ converted case.  The predicted crop is pasted back onto the slice with
 chosen post-processing (:mod:`nnunet_ulseg.postprocess`) keeps the marked lesion.
 
 ``propagate`` (WSSS Sec. 3.3, Algorithm 1, without its self-paced retraining): the model is
-applied to slices ``key ± 1``, ``key ± 2``, ... outwards, each cut with **the key slice's
+applied to slices ``key ± 1``, ``key ± 2``, ... outwards
+(:func:`~nnunet_ulseg.postprocess3d.walk_outwards`, the walk and stop rule shared with
+``ulseg evaluate --3d --postprocess``), each cut with **the key slice's
 crop box** (the WSSS convention of :mod:`nnunet_ulseg.conversion.slices`: one box per
 lesion, so every slice's mask pastes back into the same slice geometry); the mark on each
 off-key slice is the 3D RECIST estimate ``R̂``
-(:func:`~nnunet_ulseg.pseudo_masks.recist3d.estimate_recist_at_slice`, mode ``ratio``), which
+(:func:`~nnunet_ulseg.pseudo_masks.recist3d.estimate_recist`, mode ``ratio``), which
 the post-processing uses in place of the drawn mark.  A direction stops at the first slice
-where ``R̂`` vanishes (beyond the lesion's reach), the post-processed prediction is empty
-or is only the post-processing's RECIST-ellipse fallback (no predicted component crosses
-``R̂``: the model no longer sees the lesion), or the volume ends.  The slices are stacked with
+where ``R̂`` vanishes (beyond the lesion's reach), the volume ends (stop ``no_slice``), or
+the post-processed prediction is empty or is only the post-processing's RECIST-ellipse
+fallback (no predicted component crosses ``R̂``: the model no longer sees the lesion), or
+after ``max_slices``.  The slices are stacked with
 :func:`~nnunet_ulseg.conversion.geometry3d.stack_slices`.
 """
 from __future__ import annotations
@@ -32,7 +35,7 @@ from nnunet_ulseg.conversion.crop import channel_slices, crop_hu_channels, lesio
 from nnunet_ulseg.conversion.geometry import CropBox, paste_back_mask
 from nnunet_ulseg.conversion.geometry3d import Stack3D, stack_slices
 from nnunet_ulseg.postprocess import postprocess_mask
-from nnunet_ulseg.pseudo_masks.recist3d import estimate_recist_at_slice
+from nnunet_ulseg.postprocess3d import walk_outwards
 from nnunet_ulseg.recist import Recist
 
 from .marks import Mark
@@ -88,24 +91,16 @@ def segment_lesion(model, volume: Volume, mark: Mark, postprocess: str = "mark",
         return result
     if volume.n_slices < 2:
         raise ValueError(f"{volume.source}: one slice only, nothing to propagate to")
-    for sign, side in ((1, "up"), (-1, "down")):
-        step = 0
-        while True:
-            step += 1
-            k = mark.k + sign * step
-            if max_slices is not None and step > max_slices:
-                result.stopped[side] = "max_slices"
-                break
-            if not volume.has_slice(k):
-                result.stopped[side] = "volume_end"
-                break
-            estimate = estimate_recist_at_slice(mark.recist, step, volume.spacing)
-            if estimate is None:
-                result.stopped[side] = "recist_estimate_vanished"
-                break
-            mask, status = segment_slice(model, volume, k, box, estimate, postprocess)
-            if not mask.any() or status.startswith("fallback"):  # a fallback ellipse is the mark's, not the model's
-                result.stopped[side] = "empty_prediction"
-                break
-            result.masks[k] = mask
+
+    def keep_at(offset: int, estimate: Recist) -> np.ndarray | None:
+        k = mark.k + offset
+        if not volume.has_slice(k):
+            return None
+        mask, status = segment_slice(model, volume, k, box, estimate, postprocess)
+        # a fallback ellipse is the mark's, not the model's: it ends the walk like an empty prediction
+        return np.zeros_like(mask) if status.startswith("fallback") else mask
+
+    sx, sy, sz = volume.spacing
+    masks, result.stopped = walk_outwards(keep_at, mark.recist, (sx, sy), sz, max_slices)
+    result.masks.update({mark.k + offset: m for offset, m in masks.items()})
     return result
