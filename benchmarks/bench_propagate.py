@@ -21,7 +21,11 @@ Every folder, and the ellipse of the 3D RECIST estimate on the same slices (writ
 on the slices key-E..key+E: one table, rows = ellipse and each trainer x round, columns =
 n, mean 3D Dice ± sd, worst, VS, AVD and the Dice at offsets -E..+E.  The ellipse's slices
 are those of the sample's ``Slice_range`` within the reach (the template written here), so
-it stands beside every model row on the same lesions.  Results go to
+it stands beside every model row on the same lesions.  Every model folder is scored twice
+(``--postprocess``, default ``none mark``): as predicted, and after the slice-by-slice rule of
+:mod:`nnunet_ulseg.postprocess3d` (components crossed by the mark / the 3D RECIST estimate,
+walking out from the key slice and stopping at the first empty slice, as ``ulseg segment
+--propagate`` does at inference); the rows are named ``<row> [<mode>]``.  Results go to
 ``bench_propagate.json`` and the evaluation files to ``<work>/eval3d``.
 
 Long: run it by hand, not in CI.  ``--stage setup`` stops after the sample, conversion,
@@ -82,6 +86,8 @@ def main() -> None:
                              "default: 128..256)")
     parser.add_argument("-K", "--K", dest="K", type=int, default=3, help="propagation rounds (default 3)")
     parser.add_argument("--eval-reach", type=int, default=3, help="test slices r-E..r+E (default 3)")
+    parser.add_argument("--postprocess", nargs="+", choices=("none", "mark", "mark-ellipse"), default=["none", "mark"],
+                        help="score every model folder once per mode (default: none mark)")
     parser.add_argument("--stage", choices=("all", "setup"), default="all",
                         help="setup: sample, conversion, planning and the ellipse row only (no training)")
     parser.add_argument("-device", "--device", dest="device", choices=("cpu", "cuda", "mps"), default=None,
@@ -137,19 +143,26 @@ def main() -> None:
                 folders.append(work / f"round{m}" / "test_predictions")
                 names.append(f"{trainer} model {m}" + (" (key slices only)" if m == 0 else ""))
     result = evaluate_3d(folders, sample, sidecar, root / "eval3d", names=names, reach=args.eval_reach,
-                         progress=False)
+                         postprocess=args.postprocess, progress=False)
     print(f"{n_slices} test slices (key +-{args.eval_reach} inside Slice_range), {args.epochs} epochs x "
           f"{args.iterations} iterations per model, device {exp.device}")
     print(result.table)
     per = result.summary["per_prediction"]
+    first_suffix = "" if len(args.postprocess) == 1 else f" [{args.postprocess[0]}]"
+    ellipse_dice = per[names[0] + first_suffix]["dice_3d"]["mean"]  # the ellipse folder is scored per mode too
     for trainer in seconds:
-        first, last = per[names[names.index(f"{trainer} model 0 (key slices only)")]], per[f"{trainer} model {args.K}"]
-        gain = last["dice_3d"]["mean"] - first["dice_3d"]["mean"]
-        print(f"{trainer}: mean 3D Dice model 0 {100 * first['dice_3d']['mean']:.1f} % -> model {args.K} "
-              f"{100 * last['dice_3d']['mean']:.1f} % ({100 * gain:+.1f} points; {seconds[trainer]:.0f} s)")
+        for mode in args.postprocess:
+            suffix = "" if len(args.postprocess) == 1 else f" [{mode}]"
+            first = per[f"{trainer} model 0 (key slices only){suffix}"]
+            last = per[f"{trainer} model {args.K}{suffix}"]
+            gain = last["dice_3d"]["mean"] - first["dice_3d"]["mean"]
+            print(f"{trainer} [{mode}]: mean 3D Dice model 0 {100 * first['dice_3d']['mean']:.1f} % -> model "
+                  f"{args.K} {100 * last['dice_3d']['mean']:.1f} % ({100 * gain:+.1f} points; "
+                  f"{100 * (last['dice_3d']['mean'] - ellipse_dice):+.1f} vs the ellipse; {seconds[trainer]:.0f} s)")
     out = root / "bench_propagate.json"
     out.write_text(json.dumps({"settings": {k: getattr(args, k) for k in ("lesions", "seed", "crop_size", "epochs",
-                                                                           "iterations", "K", "eval_reach", "trainers")},
+                                                                           "iterations", "K", "eval_reach", "trainers",
+                                                                           "postprocess")},
                                "device": exp.device, "seconds": seconds, "summary": jsonable(result.summary)},
                               indent=2, allow_nan=False) + "\n")
     print(f"(details: {out}, {result.out_dir})")

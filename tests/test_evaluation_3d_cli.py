@@ -200,10 +200,51 @@ def test_errors_name_the_slices_csv_line_and_the_missing_file(data, capsys):
     with pytest.raises(ValueError, match=r"bad\.csv, line 2: case 'A_zp1' has slice_index 13, but key slice 11"):
         evaluate_3d([pred], data["sample"], data["sidecar"], out, slices=[bad], progress=False)
     # 2D options refused in 3D and 3D options refused in 2D
-    assert main([*base, "--3d", "--postprocess", "mark"]) == 2
-    assert "--postprocess is not supported" in capsys.readouterr().err
+    assert main([*base, "--3d", "--postprocess", "mark-grabcut"]) == 2
+    assert "'mark-grabcut' is not available slice by slice" in capsys.readouterr().err
     assert main([*base, "--ellipse"]) == 2
     assert "options of the 3D evaluation" in capsys.readouterr().err
+
+
+def test_postprocess_mark_walks_from_the_key_slice_with_the_3d_recist_estimate(data, capsys):
+    # every lesion's mark has a 4 px long axis of 0.6 mm pixels (half-length 1.2 mm), so the estimate
+    # vanishes one 2.5 mm slice away: "mark" keeps the key slice only
+    out = data["root"] / "out"
+    argv = ["evaluate", "--3d", "--pred", str(data["pred"]), "--ref", str(data["sample"]), "--sidecar",
+            str(data["sidecar"]), "-o", str(out), "--postprocess", "none", "mark"]
+    assert main(argv) == 0
+    assert "post-processing none, mark: slice by slice" in capsys.readouterr().out
+    t = {(r["pred_name"], r["case"]): r for r in read_rows(out / "metrics3d.csv")}
+    assert float(t[("round1 [none]", "A")]["dice_3d"]) == pytest.approx(120 / 136)  # as without --postprocess
+    assert float(t[("round1 [none]", "B")]["dice_3d"]) == pytest.approx(1.0)
+    a, b = t[("round1 [mark]", "A")], t[("round1 [mark]", "B")]
+    assert a["postprocess"] == "mark" and t[("round1 [none]", "A")]["postprocess_stops"] == ""
+    assert a["postprocess_stops"] == "up:recist_estimate_vanished;down:recist_estimate_vanished"
+    # A: the key slice's 36 px of 76 true voxels in 9..13; B: 4 of 20
+    assert (int(a["tp_voxels"]), int(a["fp_voxels"]), int(a["fn_voxels"])) == (36, 0, 40)
+    assert float(a["dice_3d"]) == pytest.approx(72 / 112)
+    assert float(b["dice_3d"]) == pytest.approx(8 / 24)
+    summary = json.loads((out / "summary3d.json").read_text())
+    assert summary["settings"]["postprocess"] == ["none", "mark"]
+    # with 1 mm slices the estimate reaches +-1 (d = 1 mm < 1.2 mm): its axes, 2.2 px long about the
+    # crossing point crop (4, 4), cover crop pixels x 3..5 of row 4 and y 3..5 of column 4.  B's 2 x 2
+    # box (crop rows/columns 4..5) crosses them on -1 and +1; A's predictions there (crop rows 0..3,
+    # columns 0..3 and 0..1) do not, so A ends at its key slice
+    fine = data["root"] / "fine.csv"
+    write_sidecar(fine, [row("A", 2, 1, spacing_z=1.0), row("B", 3, 2, spacing_z=1.0)])
+    result = evaluate_3d([data["pred"]], data["sample"], fine, out, postprocess="mark", progress=False)
+    r = {rec["case"]: rec for rec in result.records}
+    assert (r["A"]["tp_voxels"], r["A"]["fp_voxels"]) == (36, 0)
+    assert r["A"]["postprocess_stops"] == "up:empty_prediction;down:empty_prediction"
+    assert (r["B"]["tp_voxels"], r["B"]["fn_voxels"]) == (12, 8)
+    assert r["B"]["postprocess_stops"] == "up:recist_estimate_vanished;down:recist_estimate_vanished"
+    # the walk starts at the key slice: a folder without it is an error naming its slices.csv
+    rows = [s for s in read_slices(data["pred"] / "slices.csv") if not (s.key_case == "A" and s.offset == 0)]
+    nokey = data["root"] / "nokey.csv"
+    write_slices(nokey, rows)
+    with pytest.raises(ValueError, match=r"nokey\.csv: key case 'A' has no prediction of its key slice"):
+        evaluate_3d([data["pred"]], data["sample"], data["sidecar"], out, slices=[nokey], postprocess="mark",
+                    progress=False)
 
 
 def sphere_sample(root, radius_mm=6.0, spacing=(1.0, 1.0, 2.0)):

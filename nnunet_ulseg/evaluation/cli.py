@@ -114,7 +114,9 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--postprocess", nargs="+", choices=POSTPROCESS_CHOICES, default=["none"], metavar="MODE",
                    help="post-process each prediction with its RECIST mark (lesions.csv) before scoring: none "
                         "(default), mark (keep the components the mark crosses, fill holes) or mark-ellipse (also "
-                        "clip to the 1.5x RECIST ellipse); several modes score each folder once per mode")
+                        "clip to the 1.5x RECIST ellipse); several modes score each folder once per mode; with "
+                        "--3d, mark and mark-ellipse walk outwards from the key slice with the 3D RECIST estimate and stop at the "
+                        "first empty slice (as ulseg segment --propagate)")
     g = p.add_argument_group("3D (WSSS Sec. 4, Fig. 4): slice-by-slice predictions scored as volumes")
     g.add_argument("--3d", dest="three_d", action="store_true",
                    help="each --pred folder holds crops of key cases and their off-key slices plus slices.csv (as "
@@ -186,13 +188,11 @@ def run_evaluate_3d(args: argparse.Namespace, out_dir: Path) -> int:
 
     if args.ref_format not in ("auto", "sample", "volume"):
         raise ValueError(f"--3d: --ref-format must be auto, sample or volume, got {args.ref_format}")
-    if list(args.postprocess) != ["none"]:
-        raise ValueError("--3d: --postprocess is not supported (the predictions are scored as they are)")
     result = evaluate_3d(args.pred, args.ref, args.sidecar, out_dir, slices=args.slices, names=args.names,
                          split=args.split, ref_format=args.ref_format, reach=args.reach,
                          interpolation=args.interpolation, file_ending=args.file_ending,
                          lesion_label=args.lesion_label, threshold=args.threshold,
-                         allow_missing=args.allow_missing, ellipse=args.ellipse)
+                         allow_missing=args.allow_missing, ellipse=args.ellipse, postprocess=args.postprocess)
     print(result.table)
     print(f"\nwrote {', '.join(str(p) for p in result.files.values())}")
     return 0

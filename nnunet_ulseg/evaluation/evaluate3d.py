@@ -50,6 +50,18 @@ Choices where the paper is silent:
 * The curve (``offset_curve.csv``) is the mean Dice over lesions at each signed offset
   and at each ``|offset|`` (Fig. 4's x-axis), over slices whose reference has lesion
   (:func:`~.metrics3d.offset_curve`); ``n`` is the number of such slices.
+* **Post-processing** (``postprocess``, ``--postprocess``): ``none`` (default) scores the
+  files as they are; ``mark`` / ``mark-ellipse`` first apply the slice-by-slice rule of
+  :func:`nnunet_ulseg.postprocess3d.keep_marked_slices` in crop geometry, with the row's
+  ``recist_crop`` mark, crop pixel spacing and ``spacing_z``: the key slice keeps the
+  components its mark crosses (ellipse fallback), each off-key slice those the 3D RECIST
+  estimate ``R̂`` crosses, walking outwards from the key slice and stopping at the first
+  slice where ``R̂`` vanishes, nothing is kept or nothing was predicted, which is what
+  ``ulseg segment --propagate`` does at inference.  Only the listed slices inside the
+  scoring range are read, so the walk also ends at the range's edge.  Several modes score
+  every folder once per mode, named ``<name> [<mode>]`` (as in 2D); the ellipse row is
+  scored as it is (it is ``R̂``'s own ellipse, which the rule keeps whole).  The mode and
+  each lesion's stops (``up:<reason>;down:<reason>``) are columns of ``metrics3d.csv``.
 * std is the population standard deviation (ddof = 0), NaN values left out and counted
   (:func:`~.aggregate.describe`), "worst" the minimum Dice.
 
@@ -60,6 +72,7 @@ printed table).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field, fields
@@ -85,12 +98,14 @@ from nnunet_ulseg.evaluation.metrics3d import (
 )
 from nnunet_ulseg.evaluation.references.crop import crop_label
 from nnunet_ulseg.evaluation.references3d import RefVolume, open_reference3d
+from nnunet_ulseg.postprocess3d import check_mode_3d, keep_marked_slices
 
 #: endings looked for when the file ending is ``auto`` (nnU-Net writes the dataset's; PNG for 2D datasets)
 PREDICTION_ENDINGS = (".mha", ".png") + tuple(e for e in IMAGE_ENDINGS if e != ".mha")
 CASE_COLUMNS3D = ("pred_name", "case", "split", "dl_row", "File_name", "lesion_type", "lesion_type_name", "status",
                   "ref_source", "reach", "first_slice", "last_slice", "predicted_slices", "unpredicted_slices",
-                  "unpredicted_lesion_slices", "complete", "ref_volume_total_mm3", "recist_ellipsoid_volume_mm3")
+                  "unpredicted_lesion_slices", "complete", "ref_volume_total_mm3", "recist_ellipsoid_volume_mm3",
+                  "postprocess", "postprocess_stops")
 METRICS3D_COLUMNS = CASE_COLUMNS3D + tuple(f.name for f in fields(LesionMetrics3D))
 CURVE_COLUMNS = ("pred_name", "grouping", "offset", "mean_offset_mm", "mean_dice", "n")
 #: per-lesion metrics summarised per folder: name -> higher is better
@@ -119,6 +134,7 @@ class PredictionFolder:
     slices_csv: Path
     file_ending: str
     by_key: dict[str, dict[int, tuple[SliceRow, int]]]  # key case -> offset -> (row, slices.csv line)
+    postprocess: str = "none"
 
     @property
     def reach(self) -> int:
@@ -176,21 +192,38 @@ def read_folder(name: str, folder: Path, slices_csv: Path | None, rows: dict[str
     return PredictionFolder(name, folder, slices_csv, resolve_ending(folder, slices, file_ending), by_key)
 
 
-def predicted_stack(folder: PredictionFolder, row: LesionRow, lo: int, hi: int, window: tuple[slice, slice],
-                    rule: LabelRule, interpolation: str) -> tuple[Stack3D, int]:
-    """The folder's prediction of ``row`` over slices ``lo..hi`` (windowed), unlisted slices empty; and their count."""
+def predicted_crops(folder: PredictionFolder, row: LesionRow, lo: int, hi: int,
+                    rule: LabelRule) -> tuple[dict[int, np.ndarray], str]:
+    """The folder's listed crop masks of ``row`` in slices ``lo..hi`` by offset, post-processed; and the stops."""
     listed = folder.by_key[row.case]
+    crops = {offset: crop_label(folder.path / f"{s.case}{folder.file_ending}", row, rule)
+             for offset, (s, _) in listed.items() if lo <= s.slice_index <= hi}
+    if folder.postprocess == "none":
+        return crops, ""
+    if 0 not in crops:
+        raise ValueError(f"{folder.slices_csv}: key case {row.case!r} has no prediction of its key slice (offset 0), "
+                         f"which --postprocess {folder.postprocess} starts from")
+    kept = keep_marked_slices(crops, row.recist_crop_points, row.crop_spacing_xy, row.spacing_z, folder.postprocess)
+    return kept.masks, ";".join(f"{side}:{why}" for side, why in kept.stopped.items())
+
+
+def predicted_stack(folder: PredictionFolder, row: LesionRow, lo: int, hi: int, window: tuple[slice, slice],
+                    rule: LabelRule, interpolation: str) -> tuple[Stack3D, int, str]:
+    """The folder's prediction of ``row`` over slices ``lo..hi`` (windowed), unlisted slices empty.
+
+    Also returns the number of unlisted slices and the post-processing's stops (module docstring).
+    """
+    crops, stops = predicted_crops(folder, row, lo, hi, rule)
     shape = (window[0].stop - window[0].start, window[1].stop - window[1].start)
     masks, unpredicted = {}, 0
     for index in range(lo, hi + 1):
-        entry = listed.get(index - row.key_slice)
-        if entry is None:
+        crop = crops.get(index - row.key_slice)
+        if crop is None:
             masks[index] = np.zeros(shape, dtype=bool)
             unpredicted += 1
             continue
-        path = folder.path / f"{entry[0].case}{folder.file_ending}"
-        masks[index] = to_slice(crop_label(path, row, rule), row, interpolation)[window]
-    return stack_slices(masks, row_spacing(row), row.key_slice, what=f"case {row.case}"), unpredicted
+        masks[index] = to_slice(crop, row, interpolation)[window]
+    return stack_slices(masks, row_spacing(row), row.key_slice, what=f"case {row.case}"), unpredicted, stops
 
 
 def missing_files(folder: PredictionFolder, row: LesionRow, lo: int, hi: int) -> list[tuple[Path, int]]:
@@ -209,7 +242,8 @@ def score_range(row: LesionRow, ref: RefVolume, reach: int) -> tuple[int, int]:
 
 
 def _record(folder: PredictionFolder, row: LesionRow, ref: RefVolume, reach: int, lo: int, hi: int, status: str,
-            m: LesionMetrics3D | None, unpredicted: int | str = "", unpredicted_lesion: int | str = "") -> dict:
+            m: LesionMetrics3D | None, unpredicted: int | str = "", unpredicted_lesion: int | str = "",
+            stops: str = "") -> dict:
     sx, sy, sz = row_spacing(row)
     inside = ref.mask[lo - ref.first_slice:hi - ref.first_slice + 1]
     complete = bool(inside.sum() == ref.mask.sum() and not ref.mask[0].any() and not ref.mask[-1].any())
@@ -220,7 +254,8 @@ def _record(folder: PredictionFolder, row: LesionRow, ref: RefVolume, reach: int
            "predicted_slices": sum(lo <= s.slice_index <= hi for s, _ in folder.by_key[row.case].values()),
            "unpredicted_slices": unpredicted, "unpredicted_lesion_slices": unpredicted_lesion, "complete": complete,
            "ref_volume_total_mm3": float(ref.mask.sum()) * sx * sy * sz,
-           "recist_ellipsoid_volume_mm3": recist_ellipsoid_volume(row.long_mm, row.short_mm)}
+           "recist_ellipsoid_volume_mm3": recist_ellipsoid_volume(row.long_mm, row.short_mm),
+           "postprocess": folder.postprocess, "postprocess_stops": stops}
     if m is not None:
         rec.update(m.as_dict())
     else:
@@ -243,12 +278,12 @@ def score_lesion(folder: PredictionFolder, row: LesionRow, ref: RefVolume, reach
     window = slice_window(row, mask=ref.mask.any(axis=0))
     ref_stack = Stack3D(ref.mask[lo - ref.first_slice:hi - ref.first_slice + 1, window[0], window[1]],
                         row_spacing(row), lo, row.key_slice)
-    pred_stack, unpredicted = predicted_stack(folder, row, lo, hi, window, rule, interpolation)
+    pred_stack, unpredicted, stops = predicted_stack(folder, row, lo, hi, window, rule, interpolation)
     listed = folder.by_key[row.case]
     unpredicted_lesion = sum(int(ref_stack.mask[z].any()) for z, index in enumerate(ref_stack.slice_indices)
                              if index - row.key_slice not in listed)
     rec = _record(folder, row, ref, reach, lo, hi, "ok", stack_metrics(pred_stack, ref_stack), unpredicted,
-                  unpredicted_lesion)
+                  unpredicted_lesion, stops)
     return rec, dice_by_offset(pred_stack, ref_stack)
 
 
@@ -302,13 +337,15 @@ def evaluate_3d(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidecar: s
                 split: str | None = "test", ref_format: str = "auto", reach: int | None = None,
                 interpolation: str = "linear", file_ending: str | None = None, lesion_label: int | None = None,
                 threshold: float | None = None, allow_missing: bool = False, ellipse: bool = False,
-                progress: bool = True) -> Evaluation3DResult:
+                postprocess: str | Sequence[str] = "none", progress: bool = True) -> Evaluation3DResult:
     """Score each 3D predictions folder against ``ref_dir`` (module docstring); write and return the results.
 
     ``slices``: one ``slices.csv`` per folder (default ``<folder>/slices.csv``).
     ``ellipse``: first write the ellipse baseline (:mod:`.ellipse3d`) for the first
     folder's slices into ``<out_dir>/ellipse_predictions`` and score it as the first row,
     ``ellipse``.  ``file_ending``: ``None``/``auto`` detects it per folder (:func:`resolve_ending`).
+    ``postprocess``: a mode of :data:`~nnunet_ulseg.postprocess3d.MODES_3D` or several
+    (module docstring, "Post-processing").
     """
     from nnunet_ulseg.evaluation.ellipse3d import ELLIPSE_FOLDER, write_ellipse_predictions
 
@@ -332,8 +369,12 @@ def evaluate_3d(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidecar: s
     rows = select_rows(all_rows, split)
     if not rows:
         raise ValueError(f"{sidecar}: no cases of split {split!r}")
-    folders = [read_folder(n, p, s, by_case, sidecar, file_ending)
-               for n, p, s in zip(folder_names, pred_paths, slice_files)]
+    modes = postprocess_modes_3d(postprocess)
+    folders = [dataclasses.replace(folder, name=folder.name if len(modes) == 1 else f"{folder.name} [{mode}]",
+                                   postprocess=mode)
+               for folder in (read_folder(n, p, s, by_case, sidecar, file_ending)
+                              for n, p, s in zip(folder_names, pred_paths, slice_files))
+               for mode in modes]
     if ellipse:
         if "ellipse" in folder_names:
             raise ValueError("a prediction folder is named 'ellipse', the name of the --ellipse row; give --names")
@@ -365,6 +406,10 @@ def evaluate_3d(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidecar: s
     curves = [c for f in folders for c in _curve_rows(f.name, curves_by[f.name])]
     per = {f.name: summarize_folder([r for r in records if r["pred_name"] == f.name]) for f in folders}
     table = format_table3d(per, curves, reach) + "\n" + reference.summary_line()
+    if modes != ["none"]:
+        table += (f"\npost-processing {', '.join(modes)}: slice by slice outwards from the key slice, components "
+                  "crossed by the mark / the 3D RECIST estimate, stopping at the first empty slice "
+                  "(nnunet_ulseg.postprocess3d)" + ("; the ellipse row as it is" if ellipse else ""))
     if without_ref:
         table += f"\n{len(without_ref)} key case(s) have no 3D reference and were skipped"
     summary = {
@@ -372,7 +417,8 @@ def evaluate_3d(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidecar: s
                      "slices": {f.name: str(f.slices_csv) for f in folders},
                      "file_endings": {f.name: f.file_ending for f in folders}, "ref_dir": str(ref_dir),
                      "sidecar": str(sidecar), "split": split, "reach": reach, "interpolation": interpolation,
-                     "labels": rule.describe(), "allow_missing": allow_missing, "ellipse": ellipse},
+                     "labels": rule.describe(), "allow_missing": allow_missing, "ellipse": ellipse,
+                     "postprocess": modes},
         "reference": reference.describe(),
         "scoring": f"slices key-{reach}..key+{reach} inside the reference, slice geometry (predictions pasted back "
                    "with the key case's lesions.csv crop box), spacing (spacing_x, spacing_y, spacing_z); slices "
@@ -393,6 +439,16 @@ def evaluate_3d(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidecar: s
         fh.write("\n")
     files["table"].write_text(table + "\n", encoding="utf-8")
     return Evaluation3DResult(out_dir, records, curves, summary, table, files)
+
+
+def postprocess_modes_3d(postprocess: str | Sequence[str]) -> list[str]:
+    """The modes of ``postprocess`` (one or several of :data:`~nnunet_ulseg.postprocess3d.MODES_3D`), checked."""
+    modes = [postprocess] if isinstance(postprocess, str) else list(postprocess)
+    if not modes:
+        raise ValueError("no post-processing mode given")
+    if len(set(modes)) != len(modes):
+        raise ValueError(f"post-processing modes repeated: {modes}")
+    return [check_mode_3d(m) for m in modes]
 
 
 def _write_csv(path: Path, columns: Sequence[str], records: Sequence[dict]) -> None:
