@@ -22,10 +22,11 @@ on the slices key-E..key+E: one table, rows = ellipse and each trainer x round, 
 n, mean 3D Dice ± sd, worst, VS, AVD and the Dice at offsets -E..+E.  The ellipse's slices
 are those of the sample's ``Slice_range`` within the reach (the template written here), so
 it stands beside every model row on the same lesions.  Every model folder is scored twice
-(``--postprocess``, default ``none mark``): as predicted, and after the slice-by-slice rule of
-:mod:`nnunet_ulseg.postprocess3d` (components crossed by the mark / the 3D RECIST estimate,
-walking out from the key slice and stopping at the first empty slice, as ``ulseg segment
---propagate`` does at inference); the rows are named ``<row> [<mode>]``.  Results go to
+(``--postprocess``, default ``none mark mark-ellipse``): as predicted, and after the
+slice-by-slice rule of :mod:`nnunet_ulseg.postprocess3d` (components crossed by the mark /
+the 3D RECIST estimate, walking out from the key slice and stopping at the first empty
+slice, as ``ulseg segment --propagate`` does at inference; ``mark-ellipse`` also clips each
+slice to its estimate's ellipse x 1.5); the rows are named ``<row> [<mode>]``.  Results go to
 ``bench_propagate.json`` and the evaluation files to ``<work>/eval3d``.
 
 Long: run it by hand, not in CI.  ``--stage setup`` stops after the sample, conversion,
@@ -86,8 +87,9 @@ def main() -> None:
                              "default: 128..256)")
     parser.add_argument("-K", "--K", dest="K", type=int, default=3, help="propagation rounds (default 3)")
     parser.add_argument("--eval-reach", type=int, default=3, help="test slices r-E..r+E (default 3)")
-    parser.add_argument("--postprocess", nargs="+", choices=("none", "mark", "mark-ellipse"), default=["none", "mark"],
-                        help="score every model folder once per mode (default: none mark)")
+    parser.add_argument("--postprocess", nargs="+", choices=("none", "mark", "mark-ellipse"),
+                        default=["none", "mark", "mark-ellipse"],
+                        help="score every model folder once per mode (default: none mark mark-ellipse)")
     parser.add_argument("--stage", choices=("all", "setup"), default="all",
                         help="setup: sample, conversion, planning and the ellipse row only (no training)")
     parser.add_argument("-device", "--device", dest="device", choices=("cpu", "cuda", "mps"), default=None,
