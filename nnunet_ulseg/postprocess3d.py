@@ -18,15 +18,18 @@ evaluation, owned once:
   mask is empty (``"empty_prediction"``: the model no longer sees a lesion under ``R̂``).
   Nothing beyond a stop is kept, even if the model paints lesion there again: a lesion is
   one connected run of slices through its key slice.
-* :func:`keep_marked_slices`: the same walk over masks that were already predicted
+* :func:`keep_off_key`: one off-key slice: the components ``R̂``'s axes cross, with **no**
+  fallback (an estimate guarantees nothing: an empty result ends the walk); for
+  ``mark-grabcut`` the non-empty result is then refined by the 2D ``mark-grabcut`` mode with
+  ``R̂`` and the slice's CT (WSSS's CNN-GC on every propagated slice, Sec. 3.3).
+* :func:`keep_marked_slices`: the walk over masks that were already predicted
   (``{offset: mask}``, e.g. ``ulseg propagate``'s test predictions): the key slice gets the
   2D mode of :mod:`nnunet_ulseg.postprocess` with the drawn mark (with its ellipse
-  fallback, since a drawn mark guarantees a lesion there), every off-key slice the same
-  component rule with ``R̂`` and **no** fallback (an estimate guarantees nothing: an empty
-  result ends the walk).  Used by ``ulseg evaluate --3d --postprocess mark``.
+  fallback, since a drawn mark guarantees a lesion there), every off-key slice
+  :func:`keep_off_key`.  Used by ``ulseg evaluate --3d --postprocess``.
 
 ``ulseg segment --propagate`` (:mod:`nnunet_ulseg.segment.lesion`) walks with the same
-function, predicting each slice as it goes.
+functions, predicting each slice as it goes.
 
 Choices where the paper is silent:
 
@@ -36,6 +39,10 @@ Choices where the paper is silent:
 * The component rule is the 2D one (components crossed by the rasterised axes of ``R̂``,
   holes filled; ``mark-ellipse`` also clips to ``R̂``'s ellipse x 1.5): ``R̂``'s axes are
   chords of the lesion on that slice as much as the drawn ones are on the key slice.
+* ``mark-grabcut`` off the key slice: the 2D mode's own axis test then compares the mask
+  with ``R̂``'s axes; where it fails and GrabCut from ``R̂``'s ellipse fails too, the slice
+  keeps ``R̂``'s ellipse (the 2D mode's ``fallback_ellipse_axes``): the model did see a
+  lesion under ``R̂`` (the marked step was not empty), so the walk goes on.
 * No overlap test between consecutive slices: ``R̂`` stays centred on the key mark's
   crossing point, so the kept components of consecutive slices all cross the same axis
   line; an overlap test would add a threshold to tune.
@@ -47,12 +54,20 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from nnunet_ulseg.postprocess import ELLIPSE_FACTOR, as_recist, check_mode, keep_marked_info, lesion_mask
+from nnunet_ulseg.postprocess import (
+    ELLIPSE_FACTOR,
+    IMAGE_MODES,
+    as_recist,
+    check_mode,
+    keep_marked_info,
+    lesion_mask,
+    postprocess_mask,
+)
 from nnunet_ulseg.pseudo_masks.recist3d import estimate_recist, slice_distance_mm
 from nnunet_ulseg.recist import Recist
 
 #: 2D modes of :data:`nnunet_ulseg.postprocess.MODES` that the slice-by-slice walk applies
-MODES_3D = ("none", "mark", "mark-ellipse")
+MODES_3D = ("none", "mark", "mark-ellipse", "mark-grabcut")
 #: why a direction of the walk ended (module docstring)
 STOPS = ("max_slices", "recist_estimate_vanished", "no_slice", "empty_prediction")
 SIDES = ((1, "up"), (-1, "down"))
@@ -118,28 +133,51 @@ def check_mode_3d(mode: str) -> str:
     return mode
 
 
+def keep_off_key(mask: np.ndarray, hat: Recist, mode: str, lesion_label: int = 1, image: np.ndarray | None = None,
+                 window: tuple[float, float] | None = None) -> np.ndarray:
+    """One off-key slice's kept bool mask under the estimate ``hat`` (module docstring); empty ends a walk.
+
+    ``image`` (HU, ``mask``'s grid) and ``window`` are needed by ``mark-grabcut`` only.
+    """
+    if check_mode_3d(mode) == "none":
+        return lesion_mask(mask, lesion_label)
+    within = ELLIPSE_FACTOR if mode == "mark-ellipse" else None
+    marked = keep_marked_info(mask, hat, fill_holes=True, within=within, fallback="empty",
+                              lesion_label=lesion_label).mask
+    if mode not in IMAGE_MODES or not marked.any():
+        return marked
+    return np.asarray(postprocess_mask(marked, hat, mode, image=image, window=window).mask, dtype=bool)
+
+
 def keep_marked_slices(masks: Mapping[int, np.ndarray], recist: Recist | Sequence[float],
                        spacing_xy: Sequence[float], spacing_z: float, mode: str = "mark", lesion_label: int = 1,
-                       estimate_mode: str = "ratio") -> KeptSlices:
+                       estimate_mode: str = "ratio", images: Mapping[int, np.ndarray] | None = None,
+                       window: tuple[float, float] | None = None) -> KeptSlices:
     """Post-process already predicted slices ``{offset: mask}`` of one lesion (module docstring).
 
     ``masks``: bool masks or label maps (lesion ``== lesion_label``) of one grid, offset 0 the
     key slice, which must be present; ``recist`` the key mark in that grid.  Mode ``none``
-    only binarises.  Every given offset is in the result (empty where the walk dropped it).
+    only binarises.  ``mark-grabcut`` needs ``images`` (``{offset: HU image}``, every offset
+    of ``masks``) and the DICOM ``window``.  Every given offset is in the result (empty
+    where the walk dropped it).
     """
     check_mode_3d(mode)
     if 0 not in masks:
         raise ValueError(f"the key slice (offset 0) is not among the predicted offsets {sorted(masks)}")
     if mode == "none":
         return KeptSlices({o: lesion_mask(m, lesion_label) for o, m in masks.items()}, "unchanged")
-    within = ELLIPSE_FACTOR if mode == "mark-ellipse" else None
-    key = keep_marked_info(masks[0], recist, fill_holes=True, within=within, lesion_label=lesion_label)
+    if mode in IMAGE_MODES:
+        lacking = sorted(set(masks) - set(images or {}))
+        if lacking or window is None:
+            raise ValueError(f"post-processing mode {mode!r} needs the CT image of every slice and the DICOM window"
+                             + (f" (no image for offsets {lacking})" if lacking else " (no window)"))
+    images = images or {}
+    key = postprocess_mask(masks[0], recist, mode, lesion_label=lesion_label, image=images.get(0), window=window)
 
     def keep_at(offset: int, hat: Recist) -> np.ndarray | None:
         if offset not in masks:
             return None
-        return keep_marked_info(masks[offset], hat, fill_holes=True, within=within, fallback="empty",
-                                lesion_label=lesion_label).mask
+        return keep_off_key(masks[offset], hat, mode, lesion_label, images.get(offset), window)
 
     kept, stopped = walk_outwards(keep_at, recist, spacing_xy, spacing_z, estimate_mode=estimate_mode)
     shape = key.mask.shape

@@ -200,8 +200,8 @@ def test_errors_name_the_slices_csv_line_and_the_missing_file(data, capsys):
     with pytest.raises(ValueError, match=r"bad\.csv, line 2: case 'A_zp1' has slice_index 13, but key slice 11"):
         evaluate_3d([pred], data["sample"], data["sidecar"], out, slices=[bad], progress=False)
     # 2D options refused in 3D and 3D options refused in 2D
-    assert main([*base, "--3d", "--postprocess", "mark-grabcut"]) == 2
-    assert "'mark-grabcut' is not available slice by slice" in capsys.readouterr().err
+    assert main([*base, "--slices", str(good), "--allow-missing", "--postprocess", "mark-grabcut"]) == 2
+    assert "--postprocess mark-grabcut needs the CT crops of the slices (--images DIR" in capsys.readouterr().err
     assert main([*base, "--ellipse"]) == 2
     assert "options of the 3D evaluation" in capsys.readouterr().err
 

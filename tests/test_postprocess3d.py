@@ -101,7 +101,29 @@ def test_label_maps_modes_none_and_mark_ellipse():
 def test_errors():
     with pytest.raises(ValueError, match="offset 0"):
         keep_marked_slices({1: disc()}, MARK, (1.0, 1.0), 1.0)
-    with pytest.raises(ValueError, match="not available slice by slice"):
-        keep_marked_slices({0: disc()}, MARK, (1.0, 1.0), 1.0, mode="mark-grabcut")
+    with pytest.raises(ValueError, match=r"needs the CT image of every slice.*no image for offsets \[1\]"):
+        keep_marked_slices({0: disc(), 1: disc()}, MARK, (1.0, 1.0), 1.0, mode="mark-grabcut",
+                           images={0: np.zeros(SHAPE)}, window=(-175.0, 275.0))
+    with pytest.raises(ValueError, match=r"no window"):
+        keep_marked_slices({0: disc()}, MARK, (1.0, 1.0), 1.0, mode="mark-grabcut", images={0: np.zeros(SHAPE)})
     with pytest.raises(ValueError, match="unknown post-processing mode"):
         keep_marked_slices({0: disc()}, MARK, (1.0, 1.0), 1.0, mode="largest")
+
+
+def test_mark_grabcut_snaps_each_kept_slice_to_its_ct_and_still_stops_on_an_empty_slice():
+    # CT: a 60 HU soft-tissue background with a 160 HU lesion whose radius shrinks slice by slice;
+    # the model's masks are the key slice's radius-8 disc everywhere (too large off the key slice)
+    radii = {0: 8, 1: 7, 2: 6, 3: 5}
+    images = {o: np.where(disc(r=r), 160.0, 60.0) + np.random.default_rng(o).normal(0, 5, SHAPE)
+              for o, r in radii.items()}
+    masks = {o: disc(r=8) for o in radii}
+    masks[3] = np.zeros(SHAPE, bool)
+    kept = keep_marked_slices(masks, MARK, (1.0, 1.0), 1.0, mode="mark-grabcut", images=images,
+                              window=(-175.0, 275.0))
+    assert kept.stopped["up"] == "empty_prediction" and kept.stopped["down"] == "no_slice"
+    assert not kept.masks[3].any()
+    for offset in (1, 2):
+        truth = disc(r=radii[offset])
+        dice = 2 * (kept.masks[offset] & truth).sum() / (kept.masks[offset].sum() + truth.sum())
+        before = 2 * (masks[offset] & truth).sum() / (masks[offset].sum() + truth.sum())
+        assert dice > 0.9 and dice > before + 0.05, (offset, dice, before)

@@ -109,13 +109,14 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     add_output_folder(p, help="output folder (created): metrics.csv, summary.json, summary.txt, figures")
     p.add_argument("--names", nargs="+", metavar="NAME", help="display names of the prediction folders")
     p.add_argument("--images", type=Path, metavar="DIR",
-                   help="CT crops <case>_0000.mha for the gallery (default: <ref>/../imagesTs)")
+                   help="CT crops <case>_0000.mha for the gallery (default: <ref>/../imagesTs); --3d: the slices' "
+                        "crops that --postprocess mark-grabcut reads (ulseg propagate's slices/test_reach<E>)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     p.add_argument("--postprocess", nargs="+", choices=POSTPROCESS_CHOICES, default=["none"], metavar="MODE",
                    help="post-process each prediction with its RECIST mark (lesions.csv) before scoring: none "
                         "(default), mark (keep the components the mark crosses, fill holes) or mark-ellipse (also "
                         "clip to the 1.5x RECIST ellipse); several modes score each folder once per mode; with "
-                        "--3d, mark and mark-ellipse walk outwards from the key slice with the 3D RECIST estimate and stop at the "
+                        "--3d, the modes walk outwards from the key slice with the 3D RECIST estimate and stop at the "
                         "first empty slice (as ulseg segment --propagate)")
     g = p.add_argument_group("3D (WSSS Sec. 4, Fig. 4): slice-by-slice predictions scored as volumes")
     g.add_argument("--3d", dest="three_d", action="store_true",
@@ -192,7 +193,8 @@ def run_evaluate_3d(args: argparse.Namespace, out_dir: Path) -> int:
                          split=args.split, ref_format=args.ref_format, reach=args.reach,
                          interpolation=args.interpolation, file_ending=args.file_ending,
                          lesion_label=args.lesion_label, threshold=args.threshold,
-                         allow_missing=args.allow_missing, ellipse=args.ellipse, postprocess=args.postprocess)
+                         allow_missing=args.allow_missing, ellipse=args.ellipse, postprocess=args.postprocess,
+                         images_dir=args.images)
     print(result.table)
     print(f"\nwrote {', '.join(str(p) for p in result.files.values())}")
     return 0

@@ -57,7 +57,10 @@ Choices where the paper is silent:
   components its mark crosses (ellipse fallback), each off-key slice those the 3D RECIST
   estimate ``R̂`` crosses, walking outwards from the key slice and stopping at the first
   slice where ``R̂`` vanishes, nothing is kept or nothing was predicted, which is what
-  ``ulseg segment --propagate`` does at inference.  Only the listed slices inside the
+  ``ulseg segment --propagate`` does at inference; ``mark-grabcut`` also refines every kept
+  slice with GrabCut on its CT crop (``images_dir``, ``--images``: ``<case>_0000.mha``, the
+  folder ``ulseg propagate`` predicted from, ``slices/test_reach<E>``) and the row's DICOM
+  window.  Only the listed slices inside the
   scoring range are read, so the walk also ends at the range's edge.  Several modes score
   every folder once per mode, named ``<name> [<mode>]`` (as in 2D); the ellipse row is
   scored as it is (it is ``R̂``'s own ellipse, which the rule keeps whole).  The mode and
@@ -98,6 +101,7 @@ from nnunet_ulseg.evaluation.metrics3d import (
 )
 from nnunet_ulseg.evaluation.references.crop import crop_label
 from nnunet_ulseg.evaluation.references3d import RefVolume, open_reference3d
+from nnunet_ulseg.postprocess import IMAGE_MODES, read_crop_image
 from nnunet_ulseg.postprocess3d import check_mode_3d, keep_marked_slices
 
 #: endings looked for when the file ending is ``auto`` (nnU-Net writes the dataset's; PNG for 2D datasets)
@@ -192,28 +196,36 @@ def read_folder(name: str, folder: Path, slices_csv: Path | None, rows: dict[str
     return PredictionFolder(name, folder, slices_csv, resolve_ending(folder, slices, file_ending), by_key)
 
 
-def predicted_crops(folder: PredictionFolder, row: LesionRow, lo: int, hi: int,
-                    rule: LabelRule) -> tuple[dict[int, np.ndarray], str]:
+def predicted_crops(folder: PredictionFolder, row: LesionRow, lo: int, hi: int, rule: LabelRule,
+                    images_dir: Path | None = None) -> tuple[dict[int, np.ndarray], str]:
     """The folder's listed crop masks of ``row`` in slices ``lo..hi`` by offset, post-processed; and the stops."""
     listed = folder.by_key[row.case]
-    crops = {offset: crop_label(folder.path / f"{s.case}{folder.file_ending}", row, rule)
-             for offset, (s, _) in listed.items() if lo <= s.slice_index <= hi}
+    cases = {offset: s.case for offset, (s, _) in listed.items() if lo <= s.slice_index <= hi}
+    crops = {offset: crop_label(folder.path / f"{case}{folder.file_ending}", row, rule)
+             for offset, case in cases.items()}
     if folder.postprocess == "none":
         return crops, ""
     if 0 not in crops:
         raise ValueError(f"{folder.slices_csv}: key case {row.case!r} has no prediction of its key slice (offset 0), "
                          f"which --postprocess {folder.postprocess} starts from")
-    kept = keep_marked_slices(crops, row.recist_crop_points, row.crop_spacing_xy, row.spacing_z, folder.postprocess)
+    images = None
+    if folder.postprocess in IMAGE_MODES:
+        if images_dir is None:
+            raise ValueError(f"--postprocess {folder.postprocess} needs the CT crops of the slices (--images DIR: "
+                             "<case>_0000.mha, e.g. ulseg propagate's slices/test_reach<E>)")
+        images = {offset: read_crop_image(images_dir, case) for offset, case in cases.items()}
+    kept = keep_marked_slices(crops, row.recist_crop_points, row.crop_spacing_xy, row.spacing_z, folder.postprocess,
+                              images=images, window=(row.window_min, row.window_max))
     return kept.masks, ";".join(f"{side}:{why}" for side, why in kept.stopped.items())
 
 
 def predicted_stack(folder: PredictionFolder, row: LesionRow, lo: int, hi: int, window: tuple[slice, slice],
-                    rule: LabelRule, interpolation: str) -> tuple[Stack3D, int, str]:
+                    rule: LabelRule, interpolation: str, images_dir: Path | None = None) -> tuple[Stack3D, int, str]:
     """The folder's prediction of ``row`` over slices ``lo..hi`` (windowed), unlisted slices empty.
 
     Also returns the number of unlisted slices and the post-processing's stops (module docstring).
     """
-    crops, stops = predicted_crops(folder, row, lo, hi, rule)
+    crops, stops = predicted_crops(folder, row, lo, hi, rule, images_dir)
     shape = (window[0].stop - window[0].start, window[1].stop - window[1].start)
     masks, unpredicted = {}, 0
     for index in range(lo, hi + 1):
@@ -264,7 +276,7 @@ def _record(folder: PredictionFolder, row: LesionRow, ref: RefVolume, reach: int
 
 
 def score_lesion(folder: PredictionFolder, row: LesionRow, ref: RefVolume, reach: int, rule: LabelRule,
-                 interpolation: str, allow_missing: bool) -> tuple[dict, list]:
+                 interpolation: str, allow_missing: bool, images_dir: Path | None = None) -> tuple[dict, list]:
     """One lesion of one folder: its ``metrics3d.csv`` record and its per-offset curve (module docstring)."""
     lo, hi = score_range(row, ref, reach)
     missing = missing_files(folder, row, lo, hi)
@@ -278,7 +290,7 @@ def score_lesion(folder: PredictionFolder, row: LesionRow, ref: RefVolume, reach
     window = slice_window(row, mask=ref.mask.any(axis=0))
     ref_stack = Stack3D(ref.mask[lo - ref.first_slice:hi - ref.first_slice + 1, window[0], window[1]],
                         row_spacing(row), lo, row.key_slice)
-    pred_stack, unpredicted, stops = predicted_stack(folder, row, lo, hi, window, rule, interpolation)
+    pred_stack, unpredicted, stops = predicted_stack(folder, row, lo, hi, window, rule, interpolation, images_dir)
     listed = folder.by_key[row.case]
     unpredicted_lesion = sum(int(ref_stack.mask[z].any()) for z, index in enumerate(ref_stack.slice_indices)
                              if index - row.key_slice not in listed)
@@ -337,7 +349,8 @@ def evaluate_3d(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidecar: s
                 split: str | None = "test", ref_format: str = "auto", reach: int | None = None,
                 interpolation: str = "linear", file_ending: str | None = None, lesion_label: int | None = None,
                 threshold: float | None = None, allow_missing: bool = False, ellipse: bool = False,
-                postprocess: str | Sequence[str] = "none", progress: bool = True) -> Evaluation3DResult:
+                postprocess: str | Sequence[str] = "none", images_dir: str | Path | None = None,
+                progress: bool = True) -> Evaluation3DResult:
     """Score each 3D predictions folder against ``ref_dir`` (module docstring); write and return the results.
 
     ``slices``: one ``slices.csv`` per folder (default ``<folder>/slices.csv``).
@@ -345,7 +358,8 @@ def evaluate_3d(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidecar: s
     folder's slices into ``<out_dir>/ellipse_predictions`` and score it as the first row,
     ``ellipse``.  ``file_ending``: ``None``/``auto`` detects it per folder (:func:`resolve_ending`).
     ``postprocess``: a mode of :data:`~nnunet_ulseg.postprocess3d.MODES_3D` or several
-    (module docstring, "Post-processing").
+    (module docstring, "Post-processing"); ``images_dir``: the slices' CT crops
+    ``<case>_0000.mha`` that ``mark-grabcut`` reads.
     """
     from nnunet_ulseg.evaluation.ellipse3d import ELLIPSE_FOLDER, write_ellipse_predictions
 
@@ -395,7 +409,8 @@ def evaluate_3d(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidecar: s
         for f in folders:
             if row.case not in f.by_key:
                 continue
-            rec, curve = score_lesion(f, row, ref, reach, rule, interpolation, allow_missing)
+            rec, curve = score_lesion(f, row, ref, reach, rule, interpolation, allow_missing,
+                                      Path(images_dir) if images_dir is not None else None)
             records.append(rec)
             if curve:
                 curves_by[f.name].append(curve)
@@ -418,7 +433,7 @@ def evaluate_3d(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidecar: s
                      "file_endings": {f.name: f.file_ending for f in folders}, "ref_dir": str(ref_dir),
                      "sidecar": str(sidecar), "split": split, "reach": reach, "interpolation": interpolation,
                      "labels": rule.describe(), "allow_missing": allow_missing, "ellipse": ellipse,
-                     "postprocess": modes},
+                     "postprocess": modes, "images": str(images_dir) if images_dir is not None else None},
         "reference": reference.describe(),
         "scoring": f"slices key-{reach}..key+{reach} inside the reference, slice geometry (predictions pasted back "
                    "with the key case's lesions.csv crop box), spacing (spacing_x, spacing_y, spacing_z); slices "

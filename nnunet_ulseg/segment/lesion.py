@@ -18,11 +18,11 @@ crop box** (the WSSS convention of :mod:`nnunet_ulseg.conversion.slices`: one bo
 lesion, so every slice's mask pastes back into the same slice geometry); the mark on each
 off-key slice is the 3D RECIST estimate ``R̂``
 (:func:`~nnunet_ulseg.pseudo_masks.recist3d.estimate_recist`, mode ``ratio``), which
-the post-processing uses in place of the drawn mark.  A direction stops at the first slice
-where ``R̂`` vanishes (beyond the lesion's reach), the volume ends (stop ``no_slice``), or
-the post-processed prediction is empty or is only the post-processing's RECIST-ellipse
-fallback (no predicted component crosses ``R̂``: the model no longer sees the lesion), or
-after ``max_slices``.  The slices are stacked with
+the post-processing uses in place of the drawn mark
+(:func:`~nnunet_ulseg.postprocess3d.keep_off_key`: no ellipse fallback off the key slice).
+A direction stops at the first slice where ``R̂`` vanishes (beyond the lesion's reach), the
+volume ends (stop ``no_slice``), no predicted component crosses ``R̂`` (the model no longer
+sees the lesion), or after ``max_slices``.  The slices are stacked with
 :func:`~nnunet_ulseg.conversion.geometry3d.stack_slices`.
 """
 from __future__ import annotations
@@ -34,8 +34,8 @@ import numpy as np
 from nnunet_ulseg.conversion.crop import channel_slices, crop_hu_channels, lesion_box, written_spacing
 from nnunet_ulseg.conversion.geometry import CropBox, paste_back_mask
 from nnunet_ulseg.conversion.geometry3d import Stack3D, stack_slices
-from nnunet_ulseg.postprocess import postprocess_mask
-from nnunet_ulseg.postprocess3d import walk_outwards
+from nnunet_ulseg.postprocess import IMAGE_MODES, postprocess_mask
+from nnunet_ulseg.postprocess3d import keep_off_key, walk_outwards
 from nnunet_ulseg.recist import Recist
 
 from .marks import Mark
@@ -63,16 +63,21 @@ class LesionResult:
         return stack_slices(self.masks, volume.spacing, self.mark.k, what=self.mark.lesion_id)
 
 
-def segment_slice(model, volume: Volume, k: int, box: CropBox, recist: Recist, postprocess: str,
-                  window: tuple[float, float] = DEFAULT_WINDOW) -> tuple[np.ndarray, str]:
-    """The post-processed mask ``[y, x]`` (bool) of slice ``k`` cut with ``box``, marked by ``recist``."""
+def predict_slice(model, volume: Volume, k: int, box: CropBox) -> np.ndarray:
+    """The model's label map ``[y, x]`` of slice ``k`` cut with ``box``, pasted back into slice geometry."""
     settings = model.settings
     sx, sy, sz = volume.spacing
     used = channel_slices(k, settings, volume.has_slice, sz)
     channels = crop_hu_channels([volume.slice_hu(i) for i in used], box)
     crop_label = model.predict(channels, written_spacing(settings, (sx, sy)))
-    label = paste_back_mask(crop_label.astype(np.uint8), box, volume.slice_shape, interpolation="nearest")
-    image = volume.slice_hu(k) if postprocess == "mark-grabcut" else None
+    return paste_back_mask(crop_label.astype(np.uint8), box, volume.slice_shape, interpolation="nearest")
+
+
+def segment_slice(model, volume: Volume, k: int, box: CropBox, recist: Recist, postprocess: str,
+                  window: tuple[float, float] = DEFAULT_WINDOW) -> tuple[np.ndarray, str]:
+    """The post-processed mask ``[y, x]`` (bool) of slice ``k`` cut with ``box``, marked by ``recist``."""
+    label = predict_slice(model, volume, k, box)
+    image = volume.slice_hu(k) if postprocess in IMAGE_MODES else None
     kept = postprocess_mask(label, recist.points, postprocess, lesion_label=model.lesion_label, image=image,
                             window=window)
     return np.asarray(kept.mask, dtype=bool), kept.status
@@ -96,9 +101,9 @@ def segment_lesion(model, volume: Volume, mark: Mark, postprocess: str = "mark",
         k = mark.k + offset
         if not volume.has_slice(k):
             return None
-        mask, status = segment_slice(model, volume, k, box, estimate, postprocess)
-        # a fallback ellipse is the mark's, not the model's: it ends the walk like an empty prediction
-        return np.zeros_like(mask) if status.startswith("fallback") else mask
+        image = volume.slice_hu(k) if postprocess in IMAGE_MODES else None
+        return keep_off_key(predict_slice(model, volume, k, box), estimate, postprocess, model.lesion_label, image,
+                            DEFAULT_WINDOW)
 
     sx, sy, sz = volume.spacing
     masks, result.stopped = walk_outwards(keep_at, mark.recist, (sx, sy), sz, max_slices)
