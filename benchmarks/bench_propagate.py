@@ -21,12 +21,17 @@ Every folder, and the ellipse of the 3D RECIST estimate on the same slices (writ
 on the slices key-E..key+E: one table, rows = ellipse and each trainer x round, columns =
 n, mean 3D Dice ± sd, worst, VS, AVD and the Dice at offsets -E..+E.  The ellipse's slices
 are those of the sample's ``Slice_range`` within the reach (the template written here), so
-it stands beside every model row on the same lesions.  Every model folder is scored twice
-(``--postprocess``, default ``none mark mark-ellipse``): as predicted, and after the
-slice-by-slice rule of :mod:`nnunet_ulseg.postprocess3d` (components crossed by the mark /
-the 3D RECIST estimate, walking out from the key slice and stopping at the first empty
-slice, as ``ulseg segment --propagate`` does at inference; ``mark-ellipse`` also clips each
-slice to its estimate's ellipse x 1.5); the rows are named ``<row> [<mode>]``.  Results go to
+it stands beside every model row on the same lesions.  Every folder is scored once
+per mode (``--postprocess``, default ``none mark mark-ellipse mark-grabcut``): as
+predicted, and after the slice-by-slice rule of :mod:`nnunet_ulseg.postprocess3d`
+(components crossed by the mark / the 3D RECIST estimate, walking out from the key slice
+and stopping at the first empty slice, as ``ulseg segment --propagate`` does at inference;
+``mark-ellipse`` also clips each slice to its estimate's ellipse x 1.5; ``mark-grabcut``
+refines each kept slice with GrabCut on its CT crop, read from the first trainer's
+``slices/test_reach<E>``: every trainer predicts the same crops); the rows are named
+``<row> [<mode>]``.  The ellipse folder goes through the same modes, so ``ellipse
+[mark-grabcut]`` is GrabCut from the 3D RECIST estimate alone (no model): the row a
+model with ``mark-grabcut`` must beat to show that the network adds anything.  Results go to
 ``bench_propagate.json`` and the evaluation files to ``<work>/eval3d``.
 
 Long: run it by hand, not in CI.  ``--stage setup`` stops after the sample, conversion,
@@ -46,6 +51,8 @@ from pathlib import Path
 
 from _nnunet_setup import temp_root
 from nnunet_ulseg.cli_args import help_text
+from nnunet_ulseg.postprocess import IMAGE_MODES
+from nnunet_ulseg.postprocess3d import MODES_3D
 
 DEFAULT_TRAINERS = ["nnUNetTrainerDiceCERLS_10epochs", "nnUNetTrainerULSeg_10epochs"]
 DATASET_ID, DATASET_NAME = 973, "Dataset973_BenchPropagate"
@@ -87,9 +94,9 @@ def main() -> None:
                              "default: 128..256)")
     parser.add_argument("-K", "--K", dest="K", type=int, default=3, help="propagation rounds (default 3)")
     parser.add_argument("--eval-reach", type=int, default=3, help="test slices r-E..r+E (default 3)")
-    parser.add_argument("--postprocess", nargs="+", choices=("none", "mark", "mark-ellipse"),
-                        default=["none", "mark", "mark-ellipse"],
-                        help="score every model folder once per mode (default: none mark mark-ellipse)")
+    parser.add_argument("--postprocess", nargs="+", choices=MODES_3D, default=list(MODES_3D),
+                        help=f"score every folder once per mode (default: {' '.join(MODES_3D)}; mark-grabcut "
+                             "needs trained trainers, whose test crops it reads)")
     parser.add_argument("--stage", choices=("all", "setup"), default="all",
                         help="setup: sample, conversion, planning and the ellipse row only (no training)")
     parser.add_argument("-device", "--device", dest="device", choices=("cpu", "cuda", "mps"), default=None,
@@ -127,7 +134,11 @@ def main() -> None:
     ellipse = root / "ellipse_predictions"
     write_ellipse_predictions(template, sidecar, ellipse, progress=False)
 
-    folders, names, seconds = [ellipse], ["ellipse (3D RECIST estimate)"], {}
+    modes = list(args.postprocess)
+    if args.stage == "setup" and any(m in IMAGE_MODES for m in modes):
+        modes = [m for m in modes if m not in IMAGE_MODES] or ["none"]
+        print(f"--stage setup: no test crops are predicted, so only {' '.join(modes)} is scored", flush=True)
+    folders, names, seconds, images = [ellipse], ["ellipse (3D RECIST estimate)"], {}, None
     if args.stage == "all":
         env = exp.paths.environ(num_processes=args.np)  # os.environ + the nnU-Net folders
         for trainer in args.trainers:
@@ -141,30 +152,34 @@ def main() -> None:
                                stdin=subprocess.DEVNULL)
             seconds[trainer] = time.perf_counter() - t0
             work = exp.paths.results / DATASET_NAME / f"ulseg_propagate_{trainer}__nnUNetPlans__2d_fold0"
+            images = images or work / "slices" / f"test_reach{args.eval_reach}"
             for m in range(args.K + 1):
                 folders.append(work / f"round{m}" / "test_predictions")
                 names.append(f"{trainer} model {m}" + (" (key slices only)" if m == 0 else ""))
     result = evaluate_3d(folders, sample, sidecar, root / "eval3d", names=names, reach=args.eval_reach,
-                         postprocess=args.postprocess, progress=False)
+                         postprocess=modes, images_dir=images, progress=False)
     print(f"{n_slices} test slices (key +-{args.eval_reach} inside Slice_range), {args.epochs} epochs x "
           f"{args.iterations} iterations per model, device {exp.device}")
     print(result.table)
     per = result.summary["per_prediction"]
-    first_suffix = "" if len(args.postprocess) == 1 else f" [{args.postprocess[0]}]"
-    ellipse_dice = per[names[0] + first_suffix]["dice_3d"]["mean"]  # the ellipse folder is scored per mode too
+    def suffix(mode: str) -> str:
+        return "" if len(modes) == 1 else f" [{mode}]"
+
+    ellipse_dice = per[names[0] + suffix(modes[0])]["dice_3d"]["mean"]  # the ellipse as it is (first mode)
     for trainer in seconds:
-        for mode in args.postprocess:
-            suffix = "" if len(args.postprocess) == 1 else f" [{mode}]"
-            first = per[f"{trainer} model 0 (key slices only){suffix}"]
-            last = per[f"{trainer} model {args.K}{suffix}"]
+        for mode in modes:
+            first = per[f"{trainer} model 0 (key slices only){suffix(mode)}"]
+            last = per[f"{trainer} model {args.K}{suffix(mode)}"]
             gain = last["dice_3d"]["mean"] - first["dice_3d"]["mean"]
+            same = per[names[0] + suffix(mode)]["dice_3d"]["mean"]  # the ellipse through the same mode
             print(f"{trainer} [{mode}]: mean 3D Dice model 0 {100 * first['dice_3d']['mean']:.1f} % -> model "
                   f"{args.K} {100 * last['dice_3d']['mean']:.1f} % ({100 * gain:+.1f} points; "
-                  f"{100 * (last['dice_3d']['mean'] - ellipse_dice):+.1f} vs the ellipse; {seconds[trainer]:.0f} s)")
+                  f"{100 * (last['dice_3d']['mean'] - ellipse_dice):+.1f} vs the ellipse, "
+                  f"{100 * (last['dice_3d']['mean'] - same):+.1f} vs the ellipse [{mode}]; {seconds[trainer]:.0f} s)")
     out = root / "bench_propagate.json"
-    out.write_text(json.dumps({"settings": {k: getattr(args, k) for k in ("lesions", "seed", "crop_size", "epochs",
-                                                                           "iterations", "K", "eval_reach", "trainers",
-                                                                           "postprocess")},
+    settings = {k: getattr(args, k) for k in ("lesions", "seed", "crop_size", "epochs", "iterations", "K",
+                                              "eval_reach", "trainers")}
+    out.write_text(json.dumps({"settings": settings, "postprocess": modes, "images": str(images) if images else None,
                                "device": exp.device, "seconds": seconds, "summary": jsonable(result.summary)},
                               indent=2, allow_nan=False) + "\n")
     print(f"(details: {out}, {result.out_dir})")
