@@ -117,3 +117,30 @@ def test_qa_flag_when_the_mark_disagrees_and_propagate_gives_a_volume(tmp_path):
     voxel = SPACING[0] * SPACING[1] * SPACING[2]
     assert rec["volume_mm3"] == pytest.approx(truth.sum() * voxel, rel=0.1)
     assert labels.astype(bool).sum() == pytest.approx(truth.sum(), rel=0.1)
+
+
+class DilatedModel(ThresholdModel):
+    """The threshold segmenter grown by 3 px: a model that paints a rim of tissue around the lesion."""
+
+    def predict(self, channels, spacing_xy):
+        from scipy.ndimage import binary_dilation
+
+        return binary_dilation(channels[0] > 0, iterations=3).astype(np.uint8)
+
+
+def test_propagate_with_mark_grabcut_snaps_every_slice_to_the_ct(tmp_path):
+    path, img, hu = _ct(tmp_path)
+    truth = hu > 0
+    dice = {}
+    for mode in ("mark", "mark-grabcut"):
+        result = segment_scans(DilatedModel(), [ScanJob(path, [command_line_row(_mark(), None, KEY)], "ct")],
+                               tmp_path / mode, propagate=True, postprocess=mode, ending=".mha", progress=False)
+        (rec,) = result.records
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / mode / "ct.mha"))).astype(bool)
+        # the walk ends where the model sees nothing (no tissue above 0 HU): the lesion's own slices only
+        assert rec["slices"] == int(truth.any(axis=(1, 2)).sum())
+        assert not labels[~truth.any(axis=(1, 2))].any()
+        dice[mode] = 2 * (labels & truth).sum() / (labels.sum() + truth.sum())
+    # the rim costs 'mark' Dice (0.87 measured); GrabCut on each slice's CT removes most of it (0.93), which
+    # refining the key slice alone (a quarter of the voxels) could not reach
+    assert dice["mark"] < 0.9 and dice["mark-grabcut"] > max(0.91, dice["mark"] + 0.05)
