@@ -208,11 +208,8 @@ def predicted_crops(folder: PredictionFolder, row: LesionRow, lo: int, hi: int, 
     if 0 not in crops:
         raise ValueError(f"{folder.slices_csv}: key case {row.case!r} has no prediction of its key slice (offset 0), "
                          f"which --postprocess {folder.postprocess} starts from")
-    images = None
-    if folder.postprocess in IMAGE_MODES:
-        if images_dir is None:
-            raise ValueError(f"--postprocess {folder.postprocess} needs the CT crops of the slices (--images DIR: "
-                             "<case>_0000.mha, e.g. ulseg propagate's slices/test_reach<E>)")
+    images = None  # without images_dir an image mode is refused by keep_marked_slices (evaluate_3d checks first)
+    if folder.postprocess in IMAGE_MODES and images_dir is not None:
         images = {offset: read_crop_image(images_dir, case) for offset, case in cases.items()}
     kept = keep_marked_slices(crops, row.recist_crop_points, row.crop_spacing_xy, row.spacing_z, folder.postprocess,
                               images=images, window=(row.window_min, row.window_max))
@@ -384,6 +381,11 @@ def evaluate_3d(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidecar: s
     if not rows:
         raise ValueError(f"{sidecar}: no cases of split {split!r}")
     modes = postprocess_modes_3d(postprocess)
+    image_modes = [m for m in modes if m in IMAGE_MODES]
+    if image_modes and images_dir is None:
+        raise ValueError(f"--postprocess {image_modes[0]} needs the CT crops of the slices (--images DIR: "
+                         "<case>_0000.mha, e.g. ulseg propagate's slices/test_reach<E>)")
+    images_dir = Path(images_dir) if images_dir is not None else None
     folders = [dataclasses.replace(folder, name=folder.name if len(modes) == 1 else f"{folder.name} [{mode}]",
                                    postprocess=mode)
                for folder in (read_folder(n, p, s, by_case, sidecar, file_ending)
@@ -409,8 +411,7 @@ def evaluate_3d(pred_dirs: Sequence[str | Path], ref_dir: str | Path, sidecar: s
         for f in folders:
             if row.case not in f.by_key:
                 continue
-            rec, curve = score_lesion(f, row, ref, reach, rule, interpolation, allow_missing,
-                                      Path(images_dir) if images_dir is not None else None)
+            rec, curve = score_lesion(f, row, ref, reach, rule, interpolation, allow_missing, images_dir)
             records.append(rec)
             if curve:
                 curves_by[f.name].append(curve)
