@@ -23,13 +23,23 @@ DCFF and + dist + DCFF (= E²Net), as liver and tumour Dice per case.  Here:
    global, tumour burden RMSE.  The "1st stage" row is stage 1's liver alone (largest
    component, written by ``liver-tumour --save-stage1``): liver only, as in the paper.
 
+5. ``--held-out-cases N`` (optional) scores every row again on a second generated sample of
+   ``N`` cases drawn with another seed (``--held-out-seed``), all of them test volumes that no
+   model, split or setting saw.  The converter's test split of a 24-case sample is 5 volumes,
+   too few for a tumour metric (most generated tumours are small or low-contrast); the
+   held-out sample gives the tumour columns cases to stand on without changing what the
+   models train on.  Its rows are saved under their own keys (the sample's seed and size in
+   the key), so a saved run can be scored on a held-out sample later without retraining.
+
 The table prints each row with its differences from the Baseline row (which rows beat it, by
 how much) and its ratios to nnU-Net's default (Dice: row / default, higher is better; RMSE:
 row / default, lower is better).  Rows are saved to ``bench_e2net.json`` as soon as each is
 scored; re-running with the same ``--keep`` folder and settings continues where a stopped run
 ended (trained models and predictions are reused).  Backbone: the ``Lite`` trainers
 (``res2net_lite``, networks/res2net.py), since the full Res2Net-50 rows do not train on a CPU in
-a benchmark's time; all rows use the same backbone.  Crop size: ``--crop-size`` (default 256,
+a benchmark's time; all rows use the same backbone.  Stage 1 is shared by every row, so ``--stage1-epochs`` (default: ``--epochs``) may give
+it its own budget; the rows' schedule, which is what the table compares, stays ``--epochs``.
+Crop size: ``--crop-size`` (default 256,
 the paper's) is passed to ``convert-lits --crop-size``; the CPU table (2 cores) is run with
 ``--crop-size 128``, a budget choice, not the paper's: a quarter of the pixels per slice, so six
 rows fit one equal budget; every row of one table uses the same crops.  Long: run it by hand,
@@ -48,6 +58,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from _nnunet_setup import temp_root
@@ -65,7 +76,8 @@ ROWS = {
 DEFAULT_ROW = ("nnU-Net default (nnUNetTrainer)", "nnUNetTrainerULSeg_10epochs")
 BASELINE = "Baseline (2nd stage)"
 DATASET_ID = 931
-SETTINGS = ("cases", "seed", "image_size", "crop_size", "epochs", "iterations", "pad", "test_pad", "tta")
+SETTINGS = ("cases", "seed", "image_size", "crop_size", "epochs", "stage1_epochs", "iterations", "pad", "test_pad",
+            "tta")
 #: the crop side of a saved run from before --crop-size existed (it was always the paper's 256)
 CROP_SIZE_BEFORE_THE_OPTION = 256
 METRICS = (("liver", "dice_per_case"), ("tumour", "dice_per_case"), ("liver", "dice_global"),
@@ -88,6 +100,8 @@ class Results:
             saved = json.loads(path.read_text())
             if isinstance(saved.get("settings"), dict) and "crop_size" in settings:
                 saved["settings"].setdefault("crop_size", CROP_SIZE_BEFORE_THE_OPTION)
+            if isinstance(saved.get("settings"), dict) and "stage1_epochs" in settings:
+                saved["settings"].setdefault("stage1_epochs", saved["settings"].get("epochs"))
             if saved.get("settings") != settings:
                 raise SystemExit(f"{path} holds a run with settings {saved.get('settings')}, not {settings}; "
                                  "use another --keep folder")
@@ -153,7 +167,7 @@ class Pipeline:
             link = tests / f"volume-{number}.nii"
             if not link.exists():
                 link.symlink_to(self.sample / f"volume-{number}.nii")
-        self.tests = tests
+        self.tests = TestSet(tests, self.d1 / "referencesTs")
 
     @staticmethod
     def _script(name: str) -> str:
@@ -170,14 +184,19 @@ class Pipeline:
         cmd = [self._script("nnUNetv2_train"), dataset_id, "2d", "0", "-tr", trainer]
         if self.args.device:
             cmd += ["-device", self.args.device]
-        _run(cmd, self.env, f"nnUNetv2_train {trainer}")
+        env = self.env
+        if dataset_id == self.id1:  # stage 1 is shared by every row: its own budget (--stage1-epochs)
+            env = {**self.env, "ULSEG_SHORT_EPOCHS": str(self.args.stage1_epochs)}
+        _run(cmd, env, f"nnUNetv2_train {trainer}")
         return time.perf_counter() - t
 
-    def predict(self, trainer2: str) -> Path:
-        """``ulseg liver-tumour`` on the test volumes with stage 1 and ``trainer2``; the output folder."""
-        out = self.root / f"pred_{self.normalisation}_{trainer2}"
+    def predict(self, trainer2: str, tests: "TestSet | None" = None) -> Path:
+        """``ulseg liver-tumour`` on ``tests`` (default: the converter's test volumes) with stage 1 and
+        ``trainer2``; the output folder."""
+        tests = tests or self.tests
+        out = self.root / f"pred_{self.normalisation}{tests.suffix}_{trainer2}"
         if not (out / "liver_tumour_cases.csv").is_file():
-            cmd = [*self.ulseg, "liver-tumour", "-i", self.tests, "-o", out, "--stage1", self.id1, "--stage2",
+            cmd = [*self.ulseg, "liver-tumour", "-i", tests.volumes, "-o", out, "--stage1", self.id1, "--stage2",
                    self.id2, "-tr1", STAGE1[1], "-tr2", trainer2, "-f", "0", "--save-stage1", "--quiet"]
             if self.args.device:
                 cmd += ["-device", self.args.device]
@@ -186,18 +205,51 @@ class Pipeline:
             _run(cmd, self.env, f"ulseg liver-tumour ({trainer2})")
         return out
 
-    def score(self, pred: Path) -> dict:
+    @staticmethod
+    def score(pred: Path, tests: "TestSet") -> dict:
         from nnunet_ulseg.evaluation.lits import evaluate_lits_folder
 
-        _, summary = evaluate_lits_folder(pred, self.d1 / "referencesTs", pred / "lits_eval", progress=False)
+        _, summary = evaluate_lits_folder(pred, tests.references, pred / "lits_eval", progress=False)
         return summary
 
 
-def _row(pipe: Pipeline, trainer: str, stage1: bool = False) -> dict:
+@dataclass
+class TestSet:
+    """Volumes to segment and their LiTS references; ``suffix`` tells its prediction folders apart."""
+
+    volumes: Path
+    references: Path
+    suffix: str = ""
+
+
+def held_out_set(root: Path, n_cases: int, seed: int, image_size: int) -> TestSet:
+    """A second generated sample (other seed), every case a test volume: ``volume-N.nii`` are the
+    inputs and a folder of links to its ``segmentation-N.nii`` the references (the sample folder
+    itself holds both, so it cannot be the reference folder)."""
+    from nnunet_ulseg.demo.lits import make_lits_sample, segmentation_name
+
+    sample = root / f"lits_held_out_s{seed}_n{n_cases}"
+    if not (sample / "lits_sample_cases.csv").is_file():
+        if sample.exists():
+            import shutil
+
+            shutil.rmtree(sample)  # a sample stopped half-way
+        make_lits_sample(sample, n_cases=n_cases, seed=seed, image_size=image_size)
+    refs = root / f"{sample.name}_references"
+    refs.mkdir(exist_ok=True)
+    for i in range(n_cases):
+        link = refs / segmentation_name(i)
+        if not link.exists():
+            link.symlink_to(sample / segmentation_name(i))
+    return TestSet(sample, refs, f"_held_out_s{seed}_n{n_cases}")
+
+
+def _row(pipe: Pipeline, trainer: str, stage1: bool = False, tests: TestSet | None = None) -> dict:
     seconds = pipe.train(pipe.id2, trainer)
     t = time.perf_counter()
-    pred = pipe.predict(trainer)
-    summary = pipe.score(pred / "stage1" if stage1 else pred)
+    tests = tests or pipe.tests
+    pred = pipe.predict(trainer, tests)
+    summary = pipe.score(pred / "stage1" if stage1 else pred, tests)
     if stage1:  # stage 1 predicts no tumour: only its liver is a Table 3 entry
         summary["tumour"] = {"dice_per_case": None, "dice_global": None}
         summary["tumour_burden_rmse"] = None
@@ -206,15 +258,21 @@ def _row(pipe: Pipeline, trainer: str, stage1: bool = False) -> dict:
     return summary
 
 
-def print_table(results: Results, normalisations) -> None:
+def print_table(results: Results, normalisations, part: str = "") -> None:
+    """The Table 3 rows of each normalisation; ``part`` names a held-out sample's rows ("" = the test split)."""
     head = (f"{'Table 3 row':34s} {'liver/case':>10s} {'tumour/case':>11s} {'liver glob':>10s} {'tumour glob':>11s} "
             f"{'burden RMSE':>11s} {'seconds':>8s}   {'vs Baseline (Dice points, liver/tumour per case)':s}   "
             f"{'ratio to nnU-Net default (liver, tumour, RMSE)'}")
     for norm in normalisations:
-        rows = {k.split("|", 1)[1]: v for k, v in results.rows.items() if k.startswith(norm + "|")}
+        prefix = f"{norm}|{part}|" if part else f"{norm}|"
+        rows = {k[len(prefix):]: v for k, v in results.rows.items()
+                if k.startswith(prefix) and "|" not in k[len(prefix):]}  # not a held-out row in the test table
         if not rows:
             continue
-        print(f"\nnormalisation: {norm}\n{head}")
+        where = part or "the converter's test split"
+        n = {r.get("n_cases") for r in rows.values()} - {None}
+        print(f"\nnormalisation: {norm}; scored on {where}" + (f" ({', '.join(map(str, sorted(n)))} volumes)" if n else "")
+              + f"\n{head}")
         base, default = rows.get(BASELINE), rows.get(DEFAULT_ROW[0])
         for name in (STAGE1[0], *ROWS, DEFAULT_ROW[0]):
             r = rows.get(name)
@@ -261,6 +319,13 @@ def main() -> None:
                                                           "is the training's)")
     parser.add_argument("-np", "--np", dest="np", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="ULSEG_NUM_THREADS for trainings on cpu")
+    parser.add_argument("--stage1-epochs", type=int, default=None,
+                        help="epochs of the stage-1 liver trainer, shared by every row (default: --epochs)")
+    parser.add_argument("--held-out-cases", type=int, default=0, metavar="N",
+                        help="also score every row on N cases of a second generated sample, all test volumes "
+                             "(default 0: the converter's test split only)")
+    parser.add_argument("--held-out-seed", type=int, default=None,
+                        help="seed of the held-out sample (default: --seed + 1000; must differ from --seed)")
     parser.add_argument("--keep", default=None, help="work folder to keep and resume from (default: a temp folder)")
     args = parser.parse_args()
     if args.device is None:  # nnUNetv2_train defaults to cuda, which fails on a CPU-only machine
@@ -272,6 +337,14 @@ def main() -> None:
         args.pad = [max(1, round(10 * scale)), max(1, round(60 * scale))]
     if args.test_pad is None:
         args.test_pad = (args.pad[0] + args.pad[1]) // 2
+    if args.stage1_epochs is None:
+        args.stage1_epochs = args.epochs
+    if args.held_out_seed is None:
+        args.held_out_seed = args.seed + 1000
+    if args.held_out_cases < 0:
+        raise SystemExit("--held-out-cases must be 0 or more")
+    if args.held_out_cases and args.held_out_seed == args.seed:
+        raise SystemExit("--held-out-seed must differ from --seed: the held-out cases would be the training cases")
     if args.cases < 3:
         raise SystemExit("--cases must be at least 3 (train, validation and test cases)")
     from nnunet_ulseg.conversion.lits import check_crop_size
@@ -298,6 +371,11 @@ def main() -> None:
 
             shutil.rmtree(sample)  # a sample stopped half-way
         make_lits_sample(sample, n_cases=args.cases, seed=args.seed, image_size=args.image_size)
+    held_out, part = None, ""
+    if args.held_out_cases:
+        print(f"held-out sample: {args.held_out_cases} cases, seed {args.held_out_seed}", flush=True)
+        held_out = held_out_set(root, args.held_out_cases, args.held_out_seed, args.image_size)
+        part = f"held-out sample (seed {args.held_out_seed}, {args.held_out_cases} cases)"
     t0 = time.perf_counter()
     for k, norm in enumerate(args.normalisation):
         pipe = Pipeline(root, sample, norm, DATASET_ID + 2 * ("window", "ct").index(norm), args, env)
@@ -310,7 +388,16 @@ def main() -> None:
             results.add(f"{norm}|{name}", lambda trainer=trainer: _row(pipe, trainer))
         first = ROWS[args.rows[0]]
         results.add(f"{norm}|{STAGE1[0]}", lambda: {**_row(pipe, first, stage1=True), "seconds": stage1_seconds})
+        if held_out is not None:
+            # seconds: the two-stage prediction only (the models are trained); the 1st stage row reuses
+            # the first row's prediction, as on the test split
+            for name, trainer in [(n, ROWS[n]) for n in args.rows] + [DEFAULT_ROW] + [(STAGE1[0], first)]:
+                print(f"[{norm}] {part}: {name}", flush=True)
+                results.add(f"{norm}|{part}|{name}", lambda trainer=trainer, name=name: _row(
+                    pipe, trainer, stage1=name == STAGE1[0], tests=held_out))
     print_table(results, args.normalisation)
+    if held_out is not None:
+        print_table(results, args.normalisation, part)
     print(f"\nsettings: {results.settings}; total {time.perf_counter() - t0:.0f} s (this run); rows in "
           f"{results.path}")
 
